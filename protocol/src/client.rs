@@ -1,0 +1,200 @@
+//! The async client the CLI, the language server and the tests use to talk to a daemon.
+//!
+//! One task owned by the [`Client`] reads the connection: responses go to the request that waits
+//! for them (matched by id), events go to [`Client::next_event`]. Requests may overlap: `reload`
+//! can wait for a build while `status` answers at once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::endpoint::Endpoint;
+use crate::events::Event;
+use crate::framing::{LineReader, encode_line};
+use crate::jsonrpc::{DaemonMessage, RequestId, ResponseError, decode_daemon_message, encode_request};
+use crate::messages::{ClientRequest, Initialize, InitializeParams, InitializeResult, Method, PROTOCOL_VERSION};
+
+/// What can go wrong talking to a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the workspace's socket.
+    #[error("no hotswap daemon for {}; start one with `hotswap serve`", workspace_root.display())]
+    NoDaemon { workspace_root: PathBuf },
+    /// The daemon answered with a JSON-RPC error.
+    #[error(transparent)]
+    Rpc(#[from] ResponseError),
+    /// The connection ended before the answer came.
+    #[error("the hotswap daemon closed the connection")]
+    Disconnected,
+    /// The daemon sent something this client cannot read.
+    #[error("unexpected message from the hotswap daemon: {0}")]
+    Protocol(String),
+    #[error("talking to the hotswap daemon failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Pending = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Result<Value, ResponseError>>>>>;
+type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
+
+/// A connection to a daemon.
+pub struct Client {
+    writer: Writer,
+    pending: Pending,
+    next_id: AtomicI64,
+    events: mpsc::UnboundedReceiver<Event>,
+    reader: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("next_id", &self.next_id).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Client {
+    /// Connects to the daemon of `endpoint` (without `initialize`).
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, ClientError> {
+        match crate::transport::connect(endpoint).await {
+            Ok(stream) => Ok(Self::from_stream(stream)),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Err(ClientError::NoDaemon { workspace_root: endpoint.workspace_root().to_path_buf() })
+            }
+            Err(error) => Err(ClientError::Io(std::io::Error::new(
+                error.kind(),
+                format!("cannot connect to {}: {error}", endpoint.path().display()),
+            ))),
+        }
+    }
+
+    /// Connects and sends `initialize`, the usual way to start.
+    pub async fn connect_and_initialize(
+        endpoint: &Endpoint,
+        client_name: &str,
+    ) -> Result<(Self, InitializeResult), ClientError> {
+        let client = Self::connect(endpoint).await?;
+        let result = client.initialize(client_name).await?;
+        Ok((client, result))
+    }
+
+    /// A client over any byte stream (a socket, or an in-memory pipe in tests).
+    pub fn from_stream<S>(stream: S) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read_half, write_half) = tokio::io::split(stream);
+        let pending: Pending = Arc::default();
+        let (events_sender, events) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(LineReader::new(read_half), pending.clone(), events_sender));
+        Self {
+            writer: Arc::new(tokio::sync::Mutex::new(Box::new(write_half))),
+            pending,
+            next_id: AtomicI64::new(1),
+            events,
+            reader,
+        }
+    }
+
+    /// Sends `initialize` with this crate's protocol version.
+    pub async fn initialize(&self, client_name: &str) -> Result<InitializeResult, ClientError> {
+        self.request::<Initialize>(InitializeParams {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: client_name.to_owned(),
+            client_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        })
+        .await
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn request<M: Method>(&self, params: M::Params) -> Result<M::Result, ClientError> {
+        let request = ClientRequest::from_method_and_params(
+            M::NAME,
+            serde_json::to_value(&params).expect("params serialize"),
+        )
+        .map_err(|(_, message)| ClientError::Protocol(message))?;
+        let value = self.send_request(&request).await?;
+        serde_json::from_value(value)
+            .map_err(|error| ClientError::Protocol(format!("bad result for {}: {error}", M::NAME)))
+    }
+
+    /// Sends any request and returns its raw result.
+    pub async fn send_request(&self, request: &ClientRequest) -> Result<Value, ClientError> {
+        let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (sender, receiver) = oneshot::channel();
+        self.pending.lock().expect("pending map").insert(id.clone(), sender);
+        if let Err(error) = self.write(&encode_request(Some(&id), request)).await {
+            self.pending.lock().expect("pending map").remove(&id);
+            return Err(error);
+        }
+        match receiver.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ClientError::Disconnected),
+        }
+    }
+
+    /// Sends a request as a notification: the daemon acts on it and answers nothing.
+    pub async fn notify(&self, request: &ClientRequest) -> Result<(), ClientError> {
+        self.write(&encode_request(None, request)).await
+    }
+
+    /// The next event (after `subscribe`), or `None` once the connection is closed.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    async fn write(&self, message: &[u8]) -> Result<(), ClientError> {
+        let mut line = Vec::with_capacity(message.len() + 1);
+        encode_line(message, &mut line);
+        let mut writer = self.writer.lock().await;
+        writer.write_all(&line).await?;
+        writer.flush().await?;
+        Ok(())
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: LineReader<R>,
+    pending: Pending,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    loop {
+        let line = match reader.next_line().await {
+            Ok(Some(Ok(line))) => line,
+            // An over-long line from the daemon: skip it, the framer resynchronises.
+            Ok(Some(Err(_))) => continue,
+            Ok(None) | Err(_) => break,
+        };
+        match decode_daemon_message(&line) {
+            Ok(DaemonMessage::Response { id: Some(id), result }) => {
+                if let Some(waiter) = pending.lock().expect("pending map").remove(&id) {
+                    let _ = waiter.send(result);
+                }
+            }
+            Ok(DaemonMessage::Event(event)) => {
+                let _ = events.send(event);
+            }
+            // Errors without an id answer lines we could not have sent; unknown notifications
+            // come from a newer daemon. Neither concerns a waiting request.
+            Ok(DaemonMessage::Response { id: None, .. } | DaemonMessage::UnknownNotification { .. })
+            | Err(_) => {}
+        }
+    }
+    // Every request still waiting learns that no answer will come.
+    pending.lock().expect("pending map").clear();
+}

@@ -1,0 +1,317 @@
+//! Events: notifications the daemon sends to every client that called `subscribe`, and the data
+//! types they share with results (diagnostics, swap stages).
+//!
+//! On the wire an event is a JSON-RPC notification: `{"jsonrpc":"2.0","method":"buildStarted",
+//! "params":{...}}`. A client must ignore notifications whose method it does not know.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the daemon tells subscribers, in the order it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "camelCase")]
+pub enum Event {
+    /// A build started (after saves settled, on `reload`, or at start-up).
+    BuildStarted(BuildStarted),
+    /// A line of build progress: the crate being compiled, or waiting for cargo's lock.
+    BuildProgress(BuildProgress),
+    /// A build ended, with the compiler's diagnostics (also on success: warnings).
+    BuildFinished(BuildFinished),
+    /// A new generation serves.
+    SwapFinished(SwapFinished),
+    /// A new generation was refused at `stage`; the current one keeps serving.
+    SwapFailed(SwapFailed),
+    /// An old generation finished draining and was unloaded, or could not be.
+    GenerationRetired(GenerationRetired),
+    /// A handler panicked while answering a request (the request got a 500).
+    HandlerPanicked(HandlerPanicked),
+    /// A log record from the daemon or from handler code (`tracing` in the handler).
+    Log(LogLine),
+}
+
+impl Event {
+    /// Every event method name.
+    pub const METHODS: &'static [&'static str] = &[
+        "buildStarted",
+        "buildProgress",
+        "buildFinished",
+        "swapFinished",
+        "swapFailed",
+        "generationRetired",
+        "handlerPanicked",
+        "log",
+    ];
+
+    /// The wire name of this event.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Event::BuildStarted(_) => "buildStarted",
+            Event::BuildProgress(_) => "buildProgress",
+            Event::BuildFinished(_) => "buildFinished",
+            Event::SwapFinished(_) => "swapFinished",
+            Event::SwapFailed(_) => "swapFailed",
+            Event::GenerationRetired(_) => "generationRetired",
+            Event::HandlerPanicked(_) => "handlerPanicked",
+            Event::Log(_) => "log",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildStarted {
+    /// Numbers builds of this daemon from 1.
+    pub build: u64,
+    pub reason: BuildReason,
+    /// The saved paths that caused it (empty for `reload` and start-up).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BuildReason {
+    Initial,
+    Save,
+    Reload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildProgress {
+    pub build: u64,
+    /// Cargo's status line, e.g. `Compiling todo v0.1.0 (/home/me/todo)`.
+    pub message: String,
+    /// True while cargo waits for a lock held by another cargo (e.g. rust-analyzer).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildFinished {
+    pub build: u64,
+    pub outcome: BuildOutcome,
+    pub duration_ms: f64,
+    /// All diagnostics of the build, for every file; an editor replaces what it showed before.
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BuildOutcome {
+    /// A new artifact: a swap follows.
+    Succeeded,
+    /// The artifact is the one already serving: no swap.
+    Unchanged,
+    Failed,
+    /// A newer save superseded it, or `cancelBuild` stopped it.
+    Cancelled,
+}
+
+/// A compiler message about one place in the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// E.g. `E0308` or `unused_variables`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub message: String,
+    /// Absolute path of the file, when the message points into one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<Range>,
+    /// The compiler's full text for this message, as a terminal would show it (no colour codes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<String>,
+    /// Other places the message refers to (secondary spans, notes with a place).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<RelatedInformation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Severity {
+    Error,
+    Warning,
+    Note,
+    Help,
+}
+
+/// A range in a file, as the Language Server Protocol counts it: lines from 0, and characters
+/// from 0 in UTF-16 code units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub start: Position,
+    pub end: Position,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub line: u32,
+    pub character: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelatedInformation {
+    pub file: PathBuf,
+    pub range: Range,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapFinished {
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_generation: Option<u64>,
+    /// True when this generation re-loaded an earlier artifact (`rollback`).
+    #[serde(default)]
+    pub rollback: bool,
+    /// From the artifact to the new generation serving.
+    pub swap_ms: f64,
+    /// From the save (or request) that caused it to the new generation serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ms: Option<f64>,
+    pub stages: SwapStages,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Milliseconds spent in each stage of a swap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapStages {
+    /// Giving the artifact a file of its own (hard link or copy).
+    pub copy_ms: f64,
+    /// `dlopen` and looking up the entry symbol.
+    pub load_ms: f64,
+    /// Checking the library's ABI header.
+    pub verify_ms: f64,
+    /// Starting the generation's runtime.
+    pub init_ms: f64,
+    /// Moving state from the old generation to the new one (new connections wait meanwhile).
+    pub state_ms: f64,
+    /// The smoke request, when configured.
+    pub smoke_ms: f64,
+    /// Making the new generation current.
+    pub publish_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwapFailed {
+    /// The generation number the attempt would have had.
+    pub generation: u64,
+    pub stage: SwapStage,
+    pub message: String,
+}
+
+/// Where a swap failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SwapStage {
+    /// The artifact could not be given a file of its own (e.g. it was deleted).
+    Copy,
+    /// `dlopen` failed, or the entry symbol is missing.
+    Load,
+    /// The ABI header does not match this daemon.
+    Verify,
+    /// The handler's runtime or app failed to start, panicked or timed out.
+    Init,
+    /// The old generation's state could not be moved into the new one.
+    State,
+    /// The smoke request did not answer 2xx.
+    Smoke,
+    /// Publishing the generation failed (e.g. the daemon is stopping).
+    Publish,
+}
+
+impl std::fmt::Display for SwapStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SwapStage::Copy => "copy",
+            SwapStage::Load => "load",
+            SwapStage::Verify => "verify",
+            SwapStage::Init => "init",
+            SwapStage::State => "state",
+            SwapStage::Smoke => "smoke",
+            SwapStage::Publish => "publish",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GenerationState {
+    /// New connections go here.
+    Current,
+    /// Replaced; finishing its requests before it is unloaded.
+    Draining,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationRetired {
+    pub generation: u64,
+    pub outcome: RetireOutcome,
+    /// Bytes still mapped from the library when it leaked (0 when unloaded).
+    #[serde(default)]
+    pub leaked_bytes: u64,
+    /// Why it leaked, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// From the swap that replaced it to its unloading.
+    pub drain_ms: f64,
+    /// Requests still running at the drain timeout, answered 503.
+    #[serde(default)]
+    pub requests_cut: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RetireOutcome {
+    /// Shut down, `dlclose`d, and no longer in the process's memory map.
+    Unloaded,
+    /// Still mapped after shutdown: its memory stays until the daemon restarts.
+    Leaked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandlerPanicked {
+    pub generation: u64,
+    pub message: String,
+    /// `file:line:column` of the panic, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    pub level: LogLevel,
+    /// The module path or `tracing` target that logged it.
+    pub target: String,
+    pub message: String,
+    /// The generation whose handler code logged it; absent for the daemon's own records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
