@@ -17,8 +17,12 @@ use tokio::task::JoinHandle;
 use crate::endpoint::Endpoint;
 use crate::events::Event;
 use crate::framing::{LineReader, encode_line};
-use crate::jsonrpc::{DaemonMessage, RequestId, ResponseError, decode_daemon_message, encode_request};
-use crate::messages::{ClientRequest, Initialize, InitializeParams, InitializeResult, Method, PROTOCOL_VERSION};
+use crate::jsonrpc::{
+    DaemonMessage, RequestId, ResponseError, decode_daemon_message, encode_request,
+};
+use crate::messages::{
+    ClientRequest, Initialize, InitializeParams, InitializeResult, Method, PROTOCOL_VERSION,
+};
 
 /// What can go wrong talking to a daemon.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +78,9 @@ impl Client {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
                 ) =>
             {
-                Err(ClientError::NoDaemon { workspace_root: endpoint.workspace_root().to_path_buf() })
+                Err(ClientError::NoDaemon {
+                    workspace_root: endpoint.workspace_root().to_path_buf(),
+                })
             }
             Err(error) => Err(ClientError::Io(std::io::Error::new(
                 error.kind(),
@@ -101,7 +107,8 @@ impl Client {
         let (read_half, write_half) = tokio::io::split(stream);
         let pending: Pending = Arc::default();
         let (events_sender, events) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(LineReader::new(read_half), pending.clone(), events_sender));
+        let reader =
+            tokio::spawn(read_loop(LineReader::new(read_half), pending.clone(), events_sender));
         Self {
             writer: Arc::new(tokio::sync::Mutex::new(Box::new(write_half))),
             pending,
@@ -191,7 +198,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             // Errors without an id answer lines we could not have sent; unknown notifications
             // come from a newer daemon. Neither concerns a waiting request.
-            Ok(DaemonMessage::Response { id: None, .. } | DaemonMessage::UnknownNotification { .. })
+            Ok(
+                DaemonMessage::Response { id: None, .. }
+                | DaemonMessage::UnknownNotification { .. },
+            )
             | Err(_) => {}
         }
     }

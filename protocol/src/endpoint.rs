@@ -57,7 +57,10 @@ impl Endpoint {
     /// The endpoint of the workspace at `root` (any path to it; it is canonicalized).
     pub fn for_workspace(root: &Path) -> io::Result<Self> {
         let canonical = root.canonicalize().map_err(|error| {
-            io::Error::new(error.kind(), format!("cannot resolve workspace {}: {error}", root.display()))
+            io::Error::new(
+                error.kind(),
+                format!("cannot resolve workspace {}: {error}", root.display()),
+            )
         })?;
         Ok(Self::derive(&canonical, &EndpointEnvironment::current()))
     }
@@ -199,8 +202,14 @@ mod tests {
 
     #[test]
     fn runtime_dir_wins_when_absolute() {
-        assert_eq!(environment(Some("/run/user/1000")).socket_directory(), Path::new("/run/user/1000/hotswap"));
-        assert_eq!(environment(Some("relative")).socket_directory(), Path::new("/tmp/hotswap-1000"));
+        assert_eq!(
+            environment(Some("/run/user/1000")).socket_directory(),
+            Path::new("/run/user/1000/hotswap")
+        );
+        assert_eq!(
+            environment(Some("relative")).socket_directory(),
+            Path::new("/tmp/hotswap-1000")
+        );
         assert_eq!(environment(None).socket_directory(), Path::new("/tmp/hotswap-1000"));
     }
 
@@ -235,7 +244,11 @@ mod tests {
         let mode = std::fs::metadata(temp.path().join("hotswap")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         // A directory someone loosened is tightened again.
-        std::fs::set_permissions(temp.path().join("hotswap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            temp.path().join("hotswap"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         endpoint.prepare_directory().unwrap();
         let mode = std::fs::metadata(temp.path().join("hotswap")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);

@@ -18,7 +18,9 @@ pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 pub enum FrameError {
     /// The line is longer than the limit. `seen` counts the bytes received before the framer gave
     /// up on it (the line may be longer still).
-    #[error("message too long: more than {limit} bytes without a newline (saw {seen} bytes); the limit is 1 MiB per line")]
+    #[error(
+        "message too long: more than {limit} bytes without a newline (saw {seen} bytes); the limit is 1 MiB per line"
+    )]
     TooLong { limit: usize, seen: usize },
 }
 
@@ -139,7 +141,12 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     }
 
     pub fn with_limit(reader: R, limit: usize) -> Self {
-        Self { reader, buffer: BytesMut::with_capacity(8 * 1024), framer: LineFramer::new(limit), eof: false }
+        Self {
+            reader,
+            buffer: BytesMut::with_capacity(8 * 1024),
+            framer: LineFramer::new(limit),
+            eof: false,
+        }
     }
 
     /// The next line, `Ok(None)` at the end of the stream (a final line without a newline is
@@ -254,13 +261,19 @@ mod tests {
         let task = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             writer.write_all(b"{\"first\":true}\n").await.unwrap();
-            writer.write_all(&vec![b'x'; 100]).await.unwrap();
+            writer.write_all(&[b'x'; 100]).await.unwrap();
             writer.write_all(b"\n{\"last\":true}").await.unwrap();
         });
         let mut reader = LineReader::with_limit(reader, 50);
-        assert_eq!(reader.next_line().await.unwrap(), Some(Ok(Bytes::from_static(b"{\"first\":true}"))));
+        assert_eq!(
+            reader.next_line().await.unwrap(),
+            Some(Ok(Bytes::from_static(b"{\"first\":true}")))
+        );
         assert!(matches!(reader.next_line().await.unwrap(), Some(Err(FrameError::TooLong { .. }))));
-        assert_eq!(reader.next_line().await.unwrap(), Some(Ok(Bytes::from_static(b"{\"last\":true}"))));
+        assert_eq!(
+            reader.next_line().await.unwrap(),
+            Some(Ok(Bytes::from_static(b"{\"last\":true}")))
+        );
         assert_eq!(reader.next_line().await.unwrap(), None);
         task.await.unwrap();
     }

@@ -86,7 +86,12 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(id: Option<RequestId>, notification: bool, code: i64, message: impl Into<String>) -> Self {
+    fn new(
+        id: Option<RequestId>,
+        notification: bool,
+        code: i64,
+        message: impl Into<String>,
+    ) -> Self {
         Self { id, notification, error: ResponseError::new(code, message) }
     }
 }
@@ -114,7 +119,12 @@ pub fn decode_client_message(line: &[u8]) -> Result<ClientMessage, DecodeError> 
         )
     })?;
     let value: Value = serde_json::from_str(text).map_err(|error| {
-        DecodeError::new(None, false, error_code::PARSE_ERROR, format!("message is not valid JSON: {error}"))
+        DecodeError::new(
+            None,
+            false,
+            error_code::PARSE_ERROR,
+            format!("message is not valid JSON: {error}"),
+        )
     })?;
     let object = match value {
         Value::Object(object) => object,
@@ -136,9 +146,8 @@ pub fn decode_client_message(line: &[u8]) -> Result<ClientMessage, DecodeError> 
         }
     };
     let notification = !object.contains_key("id");
-    let id = read_id(&object).map_err(|message| {
-        DecodeError::new(None, false, error_code::INVALID_REQUEST, message)
-    })?;
+    let id = read_id(&object)
+        .map_err(|message| DecodeError::new(None, false, error_code::INVALID_REQUEST, message))?;
     let invalid = |message: String| {
         DecodeError::new(id.clone(), notification, error_code::INVALID_REQUEST, message)
     };
@@ -163,9 +172,8 @@ pub fn decode_client_message(line: &[u8]) -> Result<ClientMessage, DecodeError> 
             )));
         }
     };
-    let request = ClientRequest::from_method_and_params(method, params).map_err(|(code, message)| {
-        DecodeError::new(id.clone(), notification, code, message)
-    })?;
+    let request = ClientRequest::from_method_and_params(method, params)
+        .map_err(|(code, message)| DecodeError::new(id.clone(), notification, code, message))?;
     Ok(match id {
         Some(id) => ClientMessage::Request { id, request },
         None => ClientMessage::Notification(request),
@@ -175,12 +183,19 @@ pub fn decode_client_message(line: &[u8]) -> Result<ClientMessage, DecodeError> 
 /// Decodes one line the daemon sent.
 pub fn decode_daemon_message(line: &[u8]) -> Result<DaemonMessage, ResponseError> {
     let value: Value = serde_json::from_slice(line).map_err(|error| {
-        ResponseError::new(error_code::PARSE_ERROR, format!("daemon message is not valid JSON: {error}"))
+        ResponseError::new(
+            error_code::PARSE_ERROR,
+            format!("daemon message is not valid JSON: {error}"),
+        )
     })?;
     let Value::Object(mut object) = value else {
-        return Err(ResponseError::new(error_code::INVALID_REQUEST, "daemon message is not a JSON object"));
+        return Err(ResponseError::new(
+            error_code::INVALID_REQUEST,
+            "daemon message is not a JSON object",
+        ));
     };
-    check_version(&object).map_err(|message| ResponseError::new(error_code::INVALID_REQUEST, message))?;
+    check_version(&object)
+        .map_err(|message| ResponseError::new(error_code::INVALID_REQUEST, message))?;
     if let Some(Value::String(method)) = object.get("method") {
         let method = method.clone();
         let params = object.remove("params").unwrap_or(Value::Null);
@@ -200,12 +215,18 @@ pub fn decode_daemon_message(line: &[u8]) -> Result<DaemonMessage, ResponseError
             }
         });
     }
-    let id = read_id(&object).map_err(|message| ResponseError::new(error_code::INVALID_REQUEST, message))?;
+    let id = read_id(&object)
+        .map_err(|message| ResponseError::new(error_code::INVALID_REQUEST, message))?;
     let result = match (object.remove("result"), object.remove("error")) {
         (Some(result), None) => Ok(result),
-        (None, Some(error)) => Err(serde_json::from_value::<ResponseError>(error).map_err(|error| {
-            ResponseError::new(error_code::INVALID_REQUEST, format!("malformed error object: {error}"))
-        })?),
+        (None, Some(error)) => {
+            Err(serde_json::from_value::<ResponseError>(error).map_err(|error| {
+                ResponseError::new(
+                    error_code::INVALID_REQUEST,
+                    format!("malformed error object: {error}"),
+                )
+            })?)
+        }
         _ => {
             return Err(ResponseError::new(
                 error_code::INVALID_REQUEST,
@@ -224,7 +245,9 @@ fn read_id(object: &Map<String, Value>) -> Result<Option<RequestId>, String> {
             Some(id) => Ok(Some(RequestId::Number(id))),
             None => Err(format!("\"id\" must be an integer or a string, not {number}")),
         },
-        Some(other) => Err(format!("\"id\" must be an integer or a string, not {}", json_kind(other))),
+        Some(other) => {
+            Err(format!("\"id\" must be an integer or a string, not {}", json_kind(other)))
+        }
     }
 }
 
@@ -309,11 +332,21 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_fix() {
-        let error = decode_client_message(br#"{"jsonrpc":"2.0","id":1,"method":"relaod"}"#).unwrap_err();
-        assert!(error.error.message.contains("unknown method \"relaod\""), "{}", error.error.message);
-        assert!(error.error.message.contains("reload"), "lists the methods: {}", error.error.message);
         let error =
-            decode_client_message(br#"{"jsonrpc":"2.0","id":1,"method":"didSave","params":{}}"#).unwrap_err();
+            decode_client_message(br#"{"jsonrpc":"2.0","id":1,"method":"relaod"}"#).unwrap_err();
+        assert!(
+            error.error.message.contains("unknown method \"relaod\""),
+            "{}",
+            error.error.message
+        );
+        assert!(
+            error.error.message.contains("reload"),
+            "lists the methods: {}",
+            error.error.message
+        );
+        let error =
+            decode_client_message(br#"{"jsonrpc":"2.0","id":1,"method":"didSave","params":{}}"#)
+                .unwrap_err();
         assert!(error.error.message.contains("missing field `paths`"), "{}", error.error.message);
     }
 
@@ -326,7 +359,10 @@ mod tests {
         ] {
             assert_eq!(
                 decode_client_message(line).unwrap(),
-                ClientMessage::Request { id: RequestId::Number(1), request: ClientRequest::Status(NoParams {}) }
+                ClientMessage::Request {
+                    id: RequestId::Number(1),
+                    request: ClientRequest::Status(NoParams {})
+                }
             );
         }
     }
@@ -348,12 +384,20 @@ mod tests {
 
     #[test]
     fn daemon_side_decoding_keeps_unknown_notifications() {
-        let message = decode_daemon_message(br#"{"jsonrpc":"2.0","method":"futureEvent","params":{"x":1}}"#).unwrap();
-        assert!(matches!(message, DaemonMessage::UnknownNotification { ref method, .. } if method == "futureEvent"));
-        let error = decode_daemon_message(br#"{"jsonrpc":"2.0","method":"buildStarted","params":{}}"#).unwrap_err();
+        let message =
+            decode_daemon_message(br#"{"jsonrpc":"2.0","method":"futureEvent","params":{"x":1}}"#)
+                .unwrap();
+        assert!(
+            matches!(message, DaemonMessage::UnknownNotification { ref method, .. } if method == "futureEvent")
+        );
+        let error =
+            decode_daemon_message(br#"{"jsonrpc":"2.0","method":"buildStarted","params":{}}"#)
+                .unwrap_err();
         assert_eq!(error.code, error_code::INVALID_PARAMS);
-        let error = decode_daemon_message(br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":""}}"#)
-            .unwrap_err();
+        let error = decode_daemon_message(
+            br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":""}}"#,
+        )
+        .unwrap_err();
         assert_eq!(error.code, error_code::INVALID_REQUEST);
     }
 }

@@ -10,8 +10,8 @@ use hotswap_protocol::jsonrpc::{
     ClientMessage, decode_client_message, encode_error, encode_event, encode_result, error_code,
 };
 use hotswap_protocol::messages::{
-    CancelBuild, CancelBuildResult, ClientRequest, InitializeResult, NoParams, Reload, ReloadOutcome,
-    Status, Subscribe, SubscribeResult,
+    CancelBuild, CancelBuildResult, ClientRequest, InitializeResult, NoParams, Reload,
+    ReloadOutcome, Status, Subscribe, SubscribeResult,
 };
 use hotswap_protocol::{Client, ClientError, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
@@ -64,7 +64,8 @@ async fn serve_one(listener: interprocess::local_socket::tokio::Listener) {
                 ClientRequest::Reload(_) => {
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(200)).await;
-                        let outcome = ReloadOutcome::Unchanged { generation: Some(1), build_ms: 200.0 };
+                        let outcome =
+                            ReloadOutcome::Unchanged { generation: Some(1), build_ms: 200.0 };
                         send(encode_result(Some(&id), &outcome)).await;
                     });
                 }
@@ -107,7 +108,8 @@ async fn client_talks_to_a_server_over_a_real_socket() {
         assert_eq!(mode & 0o777, 0o600, "the socket is private to its user");
     }
 
-    let (mut client, initialized) = Client::connect_and_initialize(&endpoint, "test").await.unwrap();
+    let (mut client, initialized) =
+        Client::connect_and_initialize(&endpoint, "test").await.unwrap();
     assert_eq!(initialized.package, "example");
 
     // A slow request does not hold up a fast one on the same connection.

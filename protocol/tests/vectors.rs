@@ -82,7 +82,8 @@ fn message_vectors_decode_and_encode_back() {
                 .unwrap_or_else(|error| panic!("{name}: does not decode: {error:?}"))
             {
                 DaemonMessage::Response { id, result: Ok(result) } => {
-                    let method = vector["method"].as_str().expect("result vectors name their method");
+                    let method =
+                        vector["method"].as_str().expect("result vectors name their method");
                     let typed = typed_result_roundtrip(method, result);
                     let encoded = encode_result(id.as_ref(), &typed);
                     assert_eq!(parse(&encoded), *message, "{name}: encoding differs");
@@ -117,13 +118,21 @@ fn error_vectors_give_their_codes() {
             (Some(line), None) => line.as_str().unwrap().as_bytes().to_vec(),
             (None, Some(hex)) => {
                 let hex = hex.as_str().unwrap();
-                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect()
             }
             _ => panic!("{name}: a vector has line or lineHex"),
         };
         let error = decode_client_message(&line).expect_err(name);
-        assert_eq!(error.error.code, vector["error"]["code"].as_i64().unwrap(), "{name}: {error:?}");
-        let expected_id: Option<RequestId> = serde_json::from_value(vector["error"]["id"].clone()).unwrap();
+        assert_eq!(
+            error.error.code,
+            vector["error"]["code"].as_i64().unwrap(),
+            "{name}: {error:?}"
+        );
+        let expected_id: Option<RequestId> =
+            serde_json::from_value(vector["error"]["id"].clone()).unwrap();
         assert_eq!(error.id, expected_id, "{name}: id");
         assert_eq!(!error.notification, vector["answered"].as_bool().unwrap(), "{name}: answered");
         assert!(!error.error.message.is_empty(), "{name}: errors explain themselves");

@@ -1,0 +1,71 @@
+//! The SDK an app uses: the [`Handler`] trait and the types it speaks.
+
+mod body;
+pub(crate) mod entry;
+mod http_service;
+mod instance;
+mod logging;
+mod panics;
+mod state;
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use body::{Body, BoxError};
+
+/// A request as the handler sees it: the body is read completely first (up to the daemon's
+/// `max_body_bytes`; larger bodies are answered 413 without calling the handler).
+pub type Request = http::Request<bytes::Bytes>;
+
+/// A response: any body that converts into [`Body`] (strings, bytes, streams).
+pub type Response = http::Response<Body>;
+
+/// An app served by hotswap.
+///
+/// Each generation (each build the daemon loads) creates one value of the type with [`new`],
+/// passing the state the previous generation exported, and calls [`handle`] for every request,
+/// concurrently, on the generation's own tokio runtime. Code may use tokio freely (spawn tasks,
+/// timers, sockets): the runtime and everything on it stop when the generation is retired.
+///
+/// Keep long-lived data in `State`, not in `static`s: a `static` holding heap memory is never
+/// freed when the library is unloaded, and it does not carry over to the next generation.
+///
+/// [`new`]: Handler::new
+/// [`handle`]: Handler::handle
+pub trait Handler: Send + Sync + Sized + 'static {
+    /// Data that survives swaps: exported from the old generation as JSON and imported by the
+    /// new one. Use `()` for none.
+    type State: Serialize + DeserializeOwned + Default + Send + 'static;
+
+    /// Bump this when `State` changes in a way serde cannot read from the old JSON, and
+    /// implement [`Handler::migrate_state`].
+    const STATE_VERSION: u32 = 1;
+
+    /// Creates the app for a new generation. Runs inside the generation's runtime, so it may
+    /// spawn tasks.
+    fn new(state: Self::State) -> Self;
+
+    /// The state to hand to the next generation, taken when it is about to replace this one.
+    /// `None` (the default) lets the next generation start from `State::default()`.
+    fn export_state(&self) -> Option<Self::State> {
+        None
+    }
+
+    /// Turns state exported under another [`Handler::STATE_VERSION`] into this version's
+    /// `State`. The default reads the JSON as the current type (which works when fields were
+    /// only added with `#[serde(default)]`).
+    fn migrate_state(from_version: u32, state: serde_json::Value) -> Result<Self::State, String> {
+        serde_json::from_value(state).map_err(|error| {
+            format!(
+                "state of version {from_version} does not read as version {}: {error}",
+                Self::STATE_VERSION
+            )
+        })
+    }
+
+    /// Answers one request. A panic here is caught: the client gets a 500 and the daemon reports
+    /// the panic.
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+}

@@ -1,0 +1,220 @@
+//! The `extern "C"` functions of the ABI, generic over the app. Each catches panics, so none can
+//! unwind into the host.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Handler;
+use super::instance::{Host, Instance};
+use super::panics::catch;
+use crate::abi::{
+    ABI_VERSION, ByteSlice, HEADER_SIZE, HandlerFunctions, HandlerHeader, HostCallbacks,
+    InitConfig, InitResult, LAYOUT_HASH, MAGIC, OwnedBuffer, PANIC_STRATEGY, SDK_VERSION, TARGET,
+    state_policy, status,
+};
+
+/// The header `export_handler!` exports for `A`.
+pub const fn header<A: Handler>() -> HandlerHeader {
+    HandlerHeader {
+        magic: MAGIC,
+        abi_version: ABI_VERSION,
+        header_size: HEADER_SIZE,
+        layout_hash: LAYOUT_HASH,
+        panic_strategy: PANIC_STRATEGY,
+        reserved: 0,
+        sdk_version: ByteSlice::from_static(SDK_VERSION.as_bytes()),
+        target: ByteSlice::from_static(TARGET.as_bytes()),
+        functions: HandlerFunctions {
+            init: init::<A>,
+            start: start::<A>,
+            serve_connection: serve_connection::<A>,
+            begin_drain: begin_drain::<A>,
+            export_state: export_state::<A>,
+            shutdown: shutdown::<A>,
+            free_buffer,
+        },
+    }
+}
+
+fn buffer(bytes: Vec<u8>) -> OwnedBuffer {
+    if bytes.is_empty() {
+        return OwnedBuffer::EMPTY;
+    }
+    let mut bytes = std::mem::ManuallyDrop::new(bytes);
+    OwnedBuffer { ptr: bytes.as_mut_ptr(), len: bytes.len(), capacity: bytes.capacity() }
+}
+
+/// # Safety
+/// `out` must be null or writable.
+unsafe fn write_message(out: *mut OwnedBuffer, message: String) {
+    if !out.is_null() {
+        // SAFETY: the caller guarantees `out` is writable.
+        unsafe { out.write(buffer(message.into_bytes())) };
+    }
+}
+
+/// # Safety
+/// `instance` must come from `init` of this library and not have been shut down.
+unsafe fn instance<'a, A: Handler>(instance: *mut c_void) -> &'a mut Instance<A> {
+    // SAFETY: guaranteed by the caller; the host calls from one thread, so access is exclusive.
+    unsafe { &mut *instance.cast::<Instance<A>>() }
+}
+
+unsafe extern "C" fn init<A: Handler>(
+    config: *const InitConfig,
+    host: *const HostCallbacks,
+    out: *mut InitResult,
+) {
+    let result = catch(|| {
+        // SAFETY: the host passes valid pointers for the duration of the call.
+        let (config, host) = unsafe { (*config, *host) };
+        Instance::<A>::create(config, Host::new(host))
+    });
+    let result = match result {
+        Ok(Ok(instance)) => InitResult {
+            status: status::OK,
+            instance: Box::into_raw(Box::new(instance)).cast(),
+            message: OwnedBuffer::EMPTY,
+        },
+        Ok(Err(message)) => InitResult {
+            status: status::FAILED,
+            instance: std::ptr::null_mut(),
+            message: buffer(message.into_bytes()),
+        },
+        Err(panic) => InitResult {
+            status: status::PANICKED,
+            instance: std::ptr::null_mut(),
+            message: buffer(format!("init panicked: {panic}").into_bytes()),
+        },
+    };
+    // SAFETY: the host passes a writable `out`.
+    unsafe { out.write(result) };
+}
+
+unsafe extern "C" fn start<A: Handler>(
+    instance_pointer: *mut c_void,
+    state: ByteSlice,
+    policy: u32,
+    message: *mut OwnedBuffer,
+) -> u32 {
+    let result = catch(|| {
+        // SAFETY: per the ABI contract.
+        let instance = unsafe { instance::<A>(instance_pointer) };
+        // SAFETY: the host's state bytes live for the call.
+        let bytes = unsafe { state.as_bytes() };
+        let (state, warning) = match super::state::import::<A>(bytes) {
+            Ok(state) => (state, None),
+            Err(reason) if policy == state_policy::REJECT => return (status::FAILED, Some(reason)),
+            Err(reason) => (A::State::default(), Some(reason)),
+        };
+        let app = {
+            let _context = instance.runtime().enter();
+            A::new(state)
+        };
+        instance.app = Some(Arc::new(app));
+        match warning {
+            Some(reason) => (status::STARTED_FRESH, Some(reason)),
+            None => (status::OK, None),
+        }
+    });
+    let (code, text) = match result {
+        Ok(outcome) => outcome,
+        Err(panic) => (status::PANICKED, Some(format!("the app panicked while starting: {panic}"))),
+    };
+    if let Some(text) = text {
+        // SAFETY: the host passes a writable `message`.
+        unsafe { write_message(message, text) };
+    }
+    code
+}
+
+unsafe extern "C" fn serve_connection<A: Handler>(
+    instance_pointer: *mut c_void,
+    socket: i64,
+) -> u32 {
+    let result = catch(|| {
+        let stream = adopt_socket(socket);
+        // SAFETY: per the ABI contract.
+        let instance = unsafe { instance::<A>(instance_pointer) };
+        let Some(app) = instance.app.clone() else { return status::FAILED };
+        stream.set_nonblocking(true).ok();
+        let shared = instance.shared.clone();
+        instance.runtime().spawn(super::http_service::serve_connection(stream, app, shared));
+        status::OK
+    });
+    result.unwrap_or(status::PANICKED)
+}
+
+#[cfg(unix)]
+fn adopt_socket(socket: i64) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the host transfers ownership of an open TCP socket descriptor.
+    unsafe { std::net::TcpStream::from_raw_fd(socket as std::os::fd::RawFd) }
+}
+
+#[cfg(windows)]
+fn adopt_socket(socket: i64) -> std::net::TcpStream {
+    use std::os::windows::io::FromRawSocket;
+    // SAFETY: the host transfers ownership of an open TCP socket.
+    unsafe { std::net::TcpStream::from_raw_socket(socket as u64) }
+}
+
+unsafe extern "C" fn begin_drain<A: Handler>(instance_pointer: *mut c_void, purge_after_ms: u64) {
+    let _ = catch(|| {
+        // SAFETY: per the ABI contract.
+        let instance = unsafe { instance::<A>(instance_pointer) };
+        instance.begin_drain(Duration::from_millis(purge_after_ms));
+    });
+}
+
+unsafe extern "C" fn export_state<A: Handler>(
+    instance_pointer: *mut c_void,
+    out: *mut OwnedBuffer,
+) -> u32 {
+    let result = catch(|| {
+        // SAFETY: per the ABI contract.
+        let instance = unsafe { instance::<A>(instance_pointer) };
+        let Some(app) = instance.app.clone() else { return Ok(None) };
+        let _context = instance.runtime().enter();
+        super::state::export(&*app)
+    });
+    let (code, bytes) = match result {
+        Ok(Ok(Some(bytes))) => (status::OK, bytes),
+        Ok(Ok(None)) => (status::OK, Vec::new()),
+        Ok(Err(message)) => (status::FAILED, message.into_bytes()),
+        Err(panic) => (status::PANICKED, format!("export_state panicked: {panic}").into_bytes()),
+    };
+    // SAFETY: the host passes a writable `out`.
+    unsafe { out.write(buffer(bytes)) };
+    code
+}
+
+unsafe extern "C" fn shutdown<A: Handler>(
+    instance_pointer: *mut c_void,
+    timeout_ms: u64,
+    message: *mut OwnedBuffer,
+) -> u32 {
+    let result = catch(|| {
+        // SAFETY: per the ABI contract; the host never uses the instance after this call.
+        let instance = unsafe { Box::from_raw(instance_pointer.cast::<Instance<A>>()) };
+        instance.shutdown(Duration::from_millis(timeout_ms))
+    });
+    let (code, text) = match result {
+        Ok(Ok(())) => (status::OK, None),
+        Ok(Err(reason)) => (status::THREADS_LEFT, Some(reason)),
+        Err(panic) => (status::PANICKED, Some(format!("shutdown panicked: {panic}"))),
+    };
+    if let Some(text) = text {
+        // SAFETY: the host passes a writable `message`.
+        unsafe { write_message(message, text) };
+    }
+    code
+}
+
+unsafe extern "C" fn free_buffer(buffer: OwnedBuffer) {
+    if !buffer.ptr.is_null() {
+        // SAFETY: the buffer was made by `buffer()` above from a Vec of this library.
+        drop(unsafe { Vec::from_raw_parts(buffer.ptr, buffer.len, buffer.capacity) });
+    }
+}

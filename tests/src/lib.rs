@@ -1,0 +1,5 @@
+//! Support for hotswap's end-to-end tests: building the example and fixture libraries once per
+//! run, a small HTTP client, and running the real binaries.
+
+pub mod artifacts;
+pub mod http;

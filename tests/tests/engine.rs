@@ -1,0 +1,201 @@
+//! The swap engine with real handler libraries: real cargo builds, real dlopen, real HTTP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hotswap_daemon::engine::events::EventSink;
+use hotswap_daemon::engine::{Engine, EngineConfig};
+use hotswap_protocol::events::{Event, RetireOutcome, SwapStage};
+use hotswap_tests::artifacts::{example_library, fixture_crate_library, fixture_library};
+use hotswap_tests::http::{HttpConnection, get, request};
+use tokio::sync::mpsc;
+
+struct Running {
+    engine: Engine,
+    address: SocketAddr,
+    events: mpsc::Receiver<Event>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _generations: tempfile::TempDir,
+}
+
+impl Running {
+    async fn start(configure: impl FnOnce(&mut EngineConfig)) -> Running {
+        let generations = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(generations.path().to_path_buf());
+        config.drain_timeout = Duration::from_secs(2);
+        configure(&mut config);
+        let (sink, events) = EventSink::channel(100_000);
+        let engine = Engine::new(config, sink).unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let engine = engine.clone();
+            async move {
+                engine
+                    .serve(listener, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        Running { engine, address, events, stop: Some(stop), server, _generations: generations }
+    }
+
+    async fn swap(&self, library: &Path) -> u64 {
+        match self.engine.swap(library).await {
+            Ok(report) => report.generation,
+            Err(failure) => panic!("swap failed: {failure}"),
+        }
+    }
+
+    /// Waits for the event `matches` accepts, up to 30 s.
+    async fn wait_for(&mut self, mut matches: impl FnMut(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) if matches(&event) => return event,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the event channel closed"),
+                Err(_) => panic!("timed out waiting for an event"),
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.await.unwrap().unwrap();
+        self.engine.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_a_handler_and_swaps_to_new_code() {
+    let first = fixture_library(&[]);
+    let second = fixture_library(&["second"]);
+    let mut running = Running::start(|_| {}).await;
+
+    // Before any generation, clients get a 503 that says why.
+    let response = get(running.address, "/").await.unwrap();
+    assert_eq!(response.status, 503);
+    assert!(response.body.contains("no handler is loaded yet"), "{}", response.body);
+
+    assert_eq!(running.swap(&first).await, 1);
+    let response = get(running.address, "/").await.unwrap();
+    assert_eq!(
+        (response.status, response.body.as_str(), response.generation()),
+        (200, "first build\n", Some(1))
+    );
+
+    // A request running on generation 1 during the swap finishes on generation 1.
+    let slow = tokio::spawn(get(running.address, "/slow?ms=1500"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(running.swap(&second).await, 2);
+    let response = get(running.address, "/").await.unwrap();
+    assert_eq!((response.body.as_str(), response.generation()), ("second build\n", Some(2)));
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(
+        (slow.status, slow.body.as_str(), slow.generation()),
+        (200, "first build\nslept 1500 ms\n", Some(1))
+    );
+    assert!(slow.closes_connection(), "the old generation ends keep-alive");
+
+    // Generation 1 drains and is really unmapped.
+    let retired = running.wait_for(|event| matches!(event, Event::GenerationRetired(_))).await;
+    let Event::GenerationRetired(retired) = retired else { unreachable!() };
+    assert_eq!(
+        (retired.generation, retired.outcome, retired.leaked_bytes),
+        (1, RetireOutcome::Unloaded, 0)
+    );
+    let status = running.engine.status().await;
+    assert_eq!(status.current_generation, Some(2));
+    assert_eq!(status.unloaded_generations, 1);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_moves_to_the_new_generation() {
+    let first = fixture_library(&[]);
+    let second = fixture_library(&["second"]);
+    let running = Running::start(|_| {}).await;
+    running.swap(&first).await;
+    let mut connection = HttpConnection::connect(running.address).await.unwrap();
+    assert_eq!(connection.get("/").await.unwrap().generation(), Some(1));
+    running.swap(&second).await;
+    // The old generation closes idle connections at once; a client reconnects and meets the
+    // new code.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while connection.is_open() {
+        assert!(tokio::time::Instant::now() < deadline, "the idle connection was not closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let response = get(running.address, "/").await.unwrap();
+    assert_eq!(response.generation(), Some(2));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_swaps() {
+    let todo = example_library("todo");
+    let running = Running::start(|config| config.smoke_path = Some("/health".into())).await;
+    running.swap(&todo).await;
+    for title in ["write the engine", "test it"] {
+        let body = format!(r#"{{"title":"{title}"}}"#);
+        let created = request(running.address, "POST", "/todos", &body).await.unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+    for _ in 0..10 {
+        running.swap(&todo).await;
+    }
+    let listed = get(running.address, "/todos").await.unwrap();
+    assert_eq!(listed.generation(), Some(11));
+    let items: serde_json::Value = serde_json::from_str(&listed.body).unwrap();
+    let titles: Vec<_> =
+        items.as_array().unwrap().iter().map(|item| item["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["write the engine", "test it"]);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_500_and_the_engine_goes_on() {
+    let first = fixture_library(&[]);
+    let mut running = Running::start(|_| {}).await;
+    running.swap(&first).await;
+    let response = get(running.address, "/panic").await.unwrap();
+    assert_eq!(response.status, 500);
+    let panicked = running.wait_for(|event| matches!(event, Event::HandlerPanicked(_))).await;
+    let Event::HandlerPanicked(panicked) = panicked else { unreachable!() };
+    assert_eq!(panicked.message, "the fixture panics on /panic");
+    assert!(panicked.location.unwrap().contains("src/lib.rs"));
+    let response = get(running.address, "/").await.unwrap();
+    assert_eq!((response.status, response.body.as_str()), (200, "first build\n"));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_libraries_are_refused_and_the_old_generation_keeps_serving() {
+    let good = fixture_library(&[]);
+    let running = Running::start(|config| {
+        config.smoke_path = Some("/health".into());
+        config.init_timeout = Duration::from_secs(2);
+    })
+    .await;
+    running.swap(&good).await;
+    let cases: Vec<(std::path::PathBuf, SwapStage, &str)> = vec![
+        (fixture_crate_library("wrong-abi"), SwapStage::Verify, "ABI version 99"),
+        (fixture_crate_library("no-export"), SwapStage::Load, "no `hotswap_handler_entry` symbol"),
+        (fixture_library(&["panic-in-new"]), SwapStage::Init, "the fixture panics in Handler::new"),
+        (fixture_library(&["unhealthy"]), SwapStage::Smoke, "GET /health answered 500"),
+        (running.address.to_string().into(), SwapStage::Copy, "is gone"),
+    ];
+    for (library, stage, reason) in cases {
+        let failure = running.engine.swap(&library).await.expect_err("the swap must be refused");
+        assert_eq!(failure.stage, stage, "{}: {failure}", library.display());
+        assert!(failure.message.contains(reason), "{}: {}", library.display(), failure.message);
+        let response = get(running.address, "/").await.unwrap();
+        assert_eq!((response.body.as_str(), response.generation()), ("first build\n", Some(1)));
+    }
+    running.stop().await;
+}
