@@ -52,10 +52,8 @@ mod tests {
 
     #[test]
     fn a_running_child_runs_and_a_reaped_one_does_not() {
-        let mut child = std::process::Command::new("cat")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            std::process::Command::new("cat").stdin(std::process::Stdio::piped()).spawn().unwrap();
         assert!(process_is_running(child.id()));
         drop(child.stdin.take());
         child.wait().unwrap();

@@ -129,7 +129,9 @@ impl LanguageServer for HotswapLanguageServer {
         };
         let (reply, answer) = oneshot::channel();
         self.enqueue(EditorEvent::Command { command, reply });
-        answer.await.unwrap_or_else(|_| Err(request_failed("hotswap-lsp is shutting down".to_owned())))
+        answer
+            .await
+            .unwrap_or_else(|_| Err(request_failed("hotswap-lsp is shutting down".to_owned())))
     }
 }
 

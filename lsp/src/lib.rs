@@ -88,14 +88,13 @@ where
     O: AsyncWrite,
 {
     let (editor_events_sender, editor_events) = tokio::sync::mpsc::unbounded_channel();
-    let (service, socket) = LspService::build(|editor| {
-        HotswapLanguageServer::new(editor, editor_events_sender)
-    })
-    .custom_method(
-        "window/workDoneProgress/cancel",
-        HotswapLanguageServer::work_done_progress_cancel,
-    )
-    .finish();
+    let (service, socket) =
+        LspService::build(|editor| HotswapLanguageServer::new(editor, editor_events_sender))
+            .custom_method(
+                "window/workDoneProgress/cancel",
+                HotswapLanguageServer::work_done_progress_cancel,
+            )
+            .finish();
     let editor = service.inner().editor();
     let session = Session::new(editor, editor_events, environment);
 

@@ -47,7 +47,10 @@ pub(crate) fn lsp_diagnostic(
         .iter()
         .filter_map(|related| {
             Some(DiagnosticRelatedInformation {
-                location: Location { uri: uri_of(&related.file)?, range: lsp_range(&related.range) },
+                location: Location {
+                    uri: uri_of(&related.file)?,
+                    range: lsp_range(&related.range),
+                },
                 message: related.message.clone(),
             })
         })
@@ -97,7 +100,9 @@ fn diagnostic_tag(code: &str) -> Option<DiagnosticTag> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hotswap_protocol::events::{Position as WirePosition, Range as WireRange, RelatedInformation};
+    use hotswap_protocol::events::{
+        Position as WirePosition, Range as WireRange, RelatedInformation,
+    };
 
     fn wire_range(line: u32, start: u32, end: u32) -> WireRange {
         WireRange {

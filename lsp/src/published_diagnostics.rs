@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use hotswap_protocol::events::Diagnostic;
 
 /// A build's diagnostics by file. Diagnostics without a file cannot be shown in one.
-pub(crate) fn diagnostics_by_file(diagnostics: &[Diagnostic]) -> BTreeMap<PathBuf, Vec<&Diagnostic>> {
+pub(crate) fn diagnostics_by_file(
+    diagnostics: &[Diagnostic],
+) -> BTreeMap<PathBuf, Vec<&Diagnostic>> {
     let mut by_file: BTreeMap<PathBuf, Vec<&Diagnostic>> = BTreeMap::new();
     for diagnostic in diagnostics {
         if let Some(file) = &diagnostic.file {
@@ -58,7 +60,12 @@ mod tests {
     #[test]
     fn files_that_lost_their_diagnostics_are_cleared_and_others_are_not() {
         let mut published = PublishedDiagnostics::default();
-        let first = [diagnostic(Some("/a.rs")), diagnostic(Some("/b.rs")), diagnostic(Some("/a.rs")), diagnostic(None)];
+        let first = [
+            diagnostic(Some("/a.rs")),
+            diagnostic(Some("/b.rs")),
+            diagnostic(Some("/a.rs")),
+            diagnostic(None),
+        ];
         let by_file = diagnostics_by_file(&first);
         assert_eq!(by_file.len(), 2);
         assert_eq!(by_file[&PathBuf::from("/a.rs")].len(), 2);
@@ -68,7 +75,10 @@ mod tests {
         let cleared = published.replace(diagnostics_by_file(&second).keys().cloned().collect());
         assert_eq!(cleared, vec![PathBuf::from("/a.rs")]);
 
-        assert_eq!(published.replace(BTreeSet::new()), vec![PathBuf::from("/b.rs"), PathBuf::from("/c.rs")]);
+        assert_eq!(
+            published.replace(BTreeSet::new()),
+            vec![PathBuf::from("/b.rs"), PathBuf::from("/c.rs")]
+        );
         assert!(published.clear_all().is_empty());
     }
 }

@@ -55,8 +55,12 @@ pub(crate) enum HotswapCommand {
 }
 
 impl HotswapCommand {
-    pub(crate) const ALL: [HotswapCommand; 4] =
-        [HotswapCommand::Reload, HotswapCommand::Rollback, HotswapCommand::Status, HotswapCommand::CancelBuild];
+    pub(crate) const ALL: [HotswapCommand; 4] = [
+        HotswapCommand::Reload,
+        HotswapCommand::Rollback,
+        HotswapCommand::Status,
+        HotswapCommand::CancelBuild,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -143,8 +147,14 @@ pub(crate) enum SessionEnd {
 enum TaskOutcome {
     Connected(Result<DaemonLink, DaemonError>),
     SaveForwarded(Result<DidSaveResult, DaemonError>),
-    ReloadAnswered { command: HotswapCommand, result: Result<ReloadOutcome, DaemonError> },
-    StatusAnswered { result: Result<StatusResult, DaemonError>, reply: oneshot::Sender<CommandAnswer> },
+    ReloadAnswered {
+        command: HotswapCommand,
+        result: Result<ReloadOutcome, DaemonError>,
+    },
+    StatusAnswered {
+        result: Result<StatusResult, DaemonError>,
+        reply: oneshot::Sender<CommandAnswer>,
+    },
     CancelAnswered {
         result: Result<CancelBuildResult, DaemonError>,
         reply: Option<oneshot::Sender<CommandAnswer>>,
@@ -156,9 +166,13 @@ enum DaemonState {
     /// No hotswap workspace known yet (no `hotswap.toml` found).
     NoWorkspace,
     /// Not connected; the next attempt is due at `retry_at`.
-    Disconnected { retry_at: Instant },
+    Disconnected {
+        retry_at: Instant,
+    },
     /// An attempt runs in the task `task`.
-    Connecting { task: tokio::task::Id },
+    Connecting {
+        task: tokio::task::Id,
+    },
     Connected(DaemonLink),
 }
 
@@ -203,6 +217,9 @@ pub(crate) struct Session {
     auto_start_tried: bool,
     /// The URI the editor uses for a file, by canonical path: diagnostics must use the same one.
     editor_uris: HashMap<PathBuf, Uri>,
+    /// Saves made while a connection attempt runs, forwarded once it succeeds (the save that
+    /// revealed the workspace, typically).
+    saves_while_connecting: Vec<PathBuf>,
     published: PublishedDiagnostics,
     build_progress: Option<BuildProgressView>,
     serving_generation: Option<u64>,
@@ -265,6 +282,7 @@ impl Session {
             auto_started: None,
             auto_start_tried: false,
             editor_uris: HashMap::new(),
+            saves_while_connecting: Vec::new(),
             published: PublishedDiagnostics::default(),
             build_progress: None,
             serving_generation: None,
@@ -293,7 +311,9 @@ impl Session {
                 Wake::RetryDue => self.start_connecting(),
                 Wake::Task(Ok((_, outcome))) => self.on_task_outcome(outcome).await,
                 Wake::Task(Err(error)) => self.on_task_failed(error).await,
-                Wake::AutoStartedDaemonExited(status) => self.on_auto_started_daemon_exited(status).await,
+                Wake::AutoStartedDaemonExited(status) => {
+                    self.on_auto_started_daemon_exited(status).await
+                }
                 Wake::CheckEditorProcess => {
                     if let Some(pid) = self.editor_process
                         && !process_is_running(pid)
@@ -431,28 +451,34 @@ impl Session {
                 let requests = link.requests.clone();
                 let params = DidSaveParams { paths: vec![canonical(&path)] };
                 self.tasks.spawn(async move {
-                    let result =
-                        daemon_link::request::<DidSave>(requests, params, Some(QUICK_REQUEST_TIMEOUT))
-                            .await;
+                    let result = daemon_link::request::<DidSave>(
+                        requests,
+                        params,
+                        Some(QUICK_REQUEST_TIMEOUT),
+                    )
+                    .await;
                     TaskOutcome::SaveForwarded(result)
                 });
             }
             DaemonState::NoWorkspace => {
                 self.log(MessageType::INFO, &user_messages::no_workspace()).await;
             }
-            DaemonState::Disconnected { .. } | DaemonState::Connecting { .. } => {
+            DaemonState::Connecting { .. } => self.saves_while_connecting.push(path),
+            DaemonState::Disconnected { .. } => {
                 self.log(MessageType::INFO, &user_messages::save_not_forwarded(&path)).await;
                 // A save is a good moment to look again (the user may just have started the
                 // daemon), and to try an automatic start again after a failed one.
                 self.auto_start_tried = false;
-                if matches!(self.daemon, DaemonState::Disconnected { .. }) {
-                    self.start_connecting();
-                }
+                self.start_connecting();
             }
         }
     }
 
-    async fn run_command(&mut self, command: HotswapCommand, reply: oneshot::Sender<CommandAnswer>) {
+    async fn run_command(
+        &mut self,
+        command: HotswapCommand,
+        reply: oneshot::Sender<CommandAnswer>,
+    ) {
         let requests = match (&self.daemon, &self.root) {
             (DaemonState::Connected(link), _) => link.requests.clone(),
             (_, None) => {
@@ -486,9 +512,12 @@ impl Session {
             }
             HotswapCommand::Status => {
                 self.tasks.spawn(async move {
-                    let result =
-                        daemon_link::request::<Status>(requests, NoParams {}, Some(QUICK_REQUEST_TIMEOUT))
-                            .await;
+                    let result = daemon_link::request::<Status>(
+                        requests,
+                        NoParams {},
+                        Some(QUICK_REQUEST_TIMEOUT),
+                    )
+                    .await;
                     TaskOutcome::StatusAnswered { result, reply }
                 });
             }
@@ -550,10 +579,17 @@ impl Session {
         } else {
             self.log(MessageType::INFO, &text).await;
         }
+        for path in std::mem::take(&mut self.saves_while_connecting) {
+            self.forward_save(path).await;
+        }
     }
 
     async fn on_connect_failed(&mut self, error: DaemonError) {
         self.retry_later();
+        // The daemon builds what is on disk when it starts: these saves need no forwarding.
+        for path in std::mem::take(&mut self.saves_while_connecting) {
+            self.log(MessageType::INFO, &user_messages::save_not_forwarded(&path)).await;
+        }
         let Some(root) = self.root.clone() else { return };
         if error.is_no_daemon() {
             if self.settings.auto_start && self.auto_started.is_none() && !self.auto_start_tried {
@@ -575,11 +611,19 @@ impl Session {
         let command_line = user_messages::serve_command(&self.settings.hotswap_path, root);
         let started = self.endpoint(root).and_then(|endpoint| {
             endpoint.prepare_directory()?;
-            AutoStartedDaemon::start(&self.settings.hotswap_path, root, auto_start_log_path(&endpoint))
+            AutoStartedDaemon::start(
+                &self.settings.hotswap_path,
+                root,
+                auto_start_log_path(&endpoint),
+            )
         });
         match started {
             Ok(daemon) => {
-                let text = user_messages::auto_starting(&daemon.command_line, daemon.pid(), &daemon.log_path);
+                let text = user_messages::auto_starting(
+                    &daemon.command_line,
+                    daemon.pid(),
+                    &daemon.log_path,
+                );
                 self.auto_started = Some(daemon);
                 self.announce(MessageType::INFO, &text).await;
             }
@@ -597,7 +641,11 @@ impl Session {
             Ok(status) => status.to_string(),
             Err(error) => format!("waiting for it failed: {error}"),
         };
-        let text = user_messages::auto_started_daemon_exited(&daemon.command_line, &status, &daemon.output_tail());
+        let text = user_messages::auto_started_daemon_exited(
+            &daemon.command_line,
+            &status,
+            &daemon.output_tail(),
+        );
         self.outage_told = true;
         self.announce(MessageType::ERROR, &text).await;
     }
@@ -628,16 +676,26 @@ impl Session {
                 }
             }
             TaskOutcome::SaveForwarded(Err(error)) => {
-                self.tell(MessageType::ERROR, &user_messages::command_failed("forwarding the save", &error.to_string()))
-                    .await;
+                self.tell(
+                    MessageType::ERROR,
+                    &user_messages::command_failed("forwarding the save", &error.to_string()),
+                )
+                .await;
             }
             TaskOutcome::ReloadAnswered { command, result } => match result {
                 Ok(outcome) => {
-                    self.log(MessageType::INFO, &user_messages::reload_outcome(command.name(), &outcome)).await;
+                    self.log(
+                        MessageType::INFO,
+                        &user_messages::reload_outcome(command.name(), &outcome),
+                    )
+                    .await;
                 }
                 Err(error) => {
-                    self.tell(MessageType::ERROR, &user_messages::command_failed(command.name(), &error.to_string()))
-                        .await;
+                    self.tell(
+                        MessageType::ERROR,
+                        &user_messages::command_failed(command.name(), &error.to_string()),
+                    )
+                    .await;
                 }
             },
             TaskOutcome::StatusAnswered { result, reply } => match result {
@@ -655,8 +713,11 @@ impl Session {
                     Err(error) => Err(request_failed(error.to_string())),
                 };
                 if let Err(error) = &answer {
-                    self.log(MessageType::WARNING, &user_messages::command_failed("cancelBuild", &error.message))
-                        .await;
+                    self.log(
+                        MessageType::WARNING,
+                        &user_messages::command_failed("cancelBuild", &error.message),
+                    )
+                    .await;
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(answer);
@@ -683,23 +744,32 @@ impl Session {
                 if let Some(view) = &self.build_progress
                     && view.build == event.build
                 {
-                    view.progress.report_with_message(user_messages::build_progress(&event), None).await;
+                    view.progress
+                        .report_with_message(user_messages::build_progress(&event), None)
+                        .await;
                 }
             }
             Event::BuildFinished(event) => self.on_build_finished(event).await,
             Event::SwapFinished(event) => {
                 self.serving_generation = Some(event.generation);
                 if let Some(view) = self.build_progress.take() {
-                    view.progress.finish_with_message(user_messages::swap_finished_progress(&event)).await;
+                    view.progress
+                        .finish_with_message(user_messages::swap_finished_progress(&event))
+                        .await;
                 }
                 self.tell(MessageType::INFO, &user_messages::swap_finished(&event)).await;
             }
             Event::SwapFailed(event) => {
                 if let Some(view) = self.build_progress.take() {
-                    view.progress.finish_with_message(user_messages::swap_failed_progress(&event)).await;
+                    view.progress
+                        .finish_with_message(user_messages::swap_failed_progress(&event))
+                        .await;
                 }
-                self.tell(MessageType::ERROR, &user_messages::swap_failed(&event, self.serving_generation))
-                    .await;
+                self.tell(
+                    MessageType::ERROR,
+                    &user_messages::swap_failed(&event, self.serving_generation),
+                )
+                .await;
             }
             Event::GenerationRetired(event) => {
                 let kind = match event.outcome {
@@ -722,7 +792,8 @@ impl Session {
                     Some(generation) => format!("generation {generation}"),
                     None => "daemon".to_owned(),
                 };
-                self.log(kind, &format!("hotswap {source} {}: {}", line.target, line.message)).await;
+                self.log(kind, &format!("hotswap {source} {}: {}", line.target, line.message))
+                    .await;
             }
         }
     }
@@ -766,23 +837,32 @@ impl Session {
                 self.build_progress = Some(view);
             } else if event.outcome == BuildOutcome::Succeeded {
                 // The swap follows; its event ends the progress.
-                view.progress.report_with_message(user_messages::build_finished_progress(&event), None).await;
+                view.progress
+                    .report_with_message(user_messages::build_finished_progress(&event), None)
+                    .await;
                 self.build_progress = Some(view);
             } else {
-                view.progress.finish_with_message(user_messages::build_finished_progress(&event)).await;
+                view.progress
+                    .finish_with_message(user_messages::build_finished_progress(&event))
+                    .await;
             }
         }
         match event.outcome {
             BuildOutcome::Failed => {
-                if let Some(text) =
-                    user_messages::build_failed(&event, self.serving_generation, self.root.as_deref())
-                {
+                if let Some(text) = user_messages::build_failed(
+                    &event,
+                    self.serving_generation,
+                    self.root.as_deref(),
+                ) {
                     self.tell(MessageType::ERROR, &text).await;
                 }
             }
             BuildOutcome::Unchanged | BuildOutcome::Cancelled => {
-                self.log(MessageType::INFO, &format!("hotswap: {}", user_messages::build_finished_progress(&event)))
-                    .await;
+                self.log(
+                    MessageType::INFO,
+                    &format!("hotswap: {}", user_messages::build_finished_progress(&event)),
+                )
+                .await;
             }
             BuildOutcome::Succeeded => {}
         }

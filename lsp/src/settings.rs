@@ -67,7 +67,9 @@ impl Settings {
             format!("hotswap-lsp setting {key:?} must be {what}, not {value}; it is ignored")
         };
         match key {
-            "autoStart" => self.auto_start = value.as_bool().ok_or_else(|| expected("true or false"))?,
+            "autoStart" => {
+                self.auto_start = value.as_bool().ok_or_else(|| expected("true or false"))?
+            }
             "diagnostics" => {
                 self.diagnostics = value.as_bool().ok_or_else(|| expected("true or false"))?;
             }
@@ -137,11 +139,20 @@ mod tests {
     #[test]
     fn a_wrong_key_is_reported_and_the_others_still_apply() {
         let mut settings = Settings::default();
-        let problems = settings.apply(&json!({"autostart": true, "diagnostics": "no", "messages": "logMessage"}));
+        let problems = settings
+            .apply(&json!({"autostart": true, "diagnostics": "no", "messages": "logMessage"}));
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems.iter().any(|problem| problem.contains("unknown hotswap-lsp setting \"autostart\"")
-            && problem.contains("autoStart")));
-        assert!(problems.iter().any(|problem| problem.contains("\"diagnostics\" must be true or false")));
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.contains("unknown hotswap-lsp setting \"autostart\"")
+                    && problem.contains("autoStart"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.contains("\"diagnostics\" must be true or false"))
+        );
         assert!(settings.diagnostics);
         assert_eq!(settings.messages, MessageDelivery::LogMessage);
     }
@@ -158,7 +169,9 @@ mod tests {
     fn only_the_hotswap_section_of_a_configuration_change_is_ours() {
         assert_eq!(hotswap_section(&json!({"rust-analyzer": {"x": 1}})), None);
         assert_eq!(
-            hotswap_section(&json!({"hotswap": {"diagnostics": false}})).unwrap().get("diagnostics"),
+            hotswap_section(&json!({"hotswap": {"diagnostics": false}}))
+                .unwrap()
+                .get("diagnostics"),
             Some(&json!(false))
         );
     }

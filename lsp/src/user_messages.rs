@@ -68,7 +68,10 @@ pub(crate) fn cannot_connect(root: &Path, error: &str) -> String {
 
 pub(crate) fn auto_starting(command: &str, pid: Option<u32>, log: &Path) -> String {
     match pid {
-        Some(pid) => format!("hotswap: started `{command}` (pid {pid}; its output goes to {})", log.display()),
+        Some(pid) => format!(
+            "hotswap: started `{command}` (pid {pid}; its output goes to {})",
+            log.display()
+        ),
         None => format!("hotswap: started `{command}` (its output goes to {})", log.display()),
     }
 }
@@ -113,7 +116,9 @@ pub(crate) fn build_started(event: &BuildStarted, root: Option<&Path>) -> String
         BuildReason::Save => match event.paths.as_slice() {
             [] => "saved".to_owned(),
             [path] => format!("{} saved", short_path(path, root)),
-            [path, rest @ ..] => format!("{} and {} more saved", short_path(path, root), rest.len()),
+            [path, rest @ ..] => {
+                format!("{} and {} more saved", short_path(path, root), rest.len())
+            }
         },
     }
 }
@@ -155,9 +160,14 @@ pub(crate) fn build_finished_progress(event: &BuildFinished) -> String {
     let took = duration_text(event.duration_ms);
     match event.outcome {
         BuildOutcome::Succeeded => format!("built in {took}; loading the new code"),
-        BuildOutcome::Unchanged => format!("built in {took}; the code that serves is already this one"),
+        BuildOutcome::Unchanged => {
+            format!("built in {took}; the code that serves is already this one")
+        }
         BuildOutcome::Failed => {
-            format!("build failed in {took}: {}", plural(count(&event.diagnostics, Severity::Error), "error"))
+            format!(
+                "build failed in {took}: {}",
+                plural(count(&event.diagnostics, Severity::Error), "error")
+            )
         }
         BuildOutcome::Cancelled => "build cancelled".to_owned(),
     }
@@ -277,11 +287,14 @@ pub(crate) fn command_failed(command: &str, error: &str) -> String {
 
 pub(crate) fn status_summary(status: &StatusResult) -> String {
     let serving = match status.current_generation {
-        Some(generation) => format!("generation {generation} serves http://{}", status.listen_address),
+        Some(generation) => {
+            format!("generation {generation} serves http://{}", status.listen_address)
+        }
         None => format!("nothing serves http://{} yet", status.listen_address),
     };
     let mut text = format!("hotswap: {serving}");
-    let draining = status.generations.len().saturating_sub(usize::from(status.current_generation.is_some()));
+    let draining =
+        status.generations.len().saturating_sub(usize::from(status.current_generation.is_some()));
     if draining > 0 {
         text.push_str(&format!(", {draining} draining"));
     }
@@ -297,7 +310,10 @@ pub(crate) fn status_summary(status: &StatusResult) -> String {
         text.push_str(&format!("; last build {outcome} in {}", duration_text(last.duration_ms)));
     }
     if status.leaked_generations > 0 {
-        text.push_str(&format!("; {} generations could not be unloaded", status.leaked_generations));
+        text.push_str(&format!(
+            "; {} generations could not be unloaded",
+            status.leaked_generations
+        ));
     }
     text
 }
@@ -365,9 +381,19 @@ mod tests {
             swap_finished(&event),
             "hotswap: generation 4 serves the new code (build 330 ms, swap 4 ms, save to serving 412 ms); state started fresh"
         );
-        let rollback = SwapFinished { rollback: true, build_ms: None, total_ms: None, warnings: vec![], ..event };
-        assert_eq!(swap_finished(&rollback), "hotswap: rolled back; generation 4 serves the previous code (swap 4 ms)");
-        let failed = SwapFailed { generation: 5, stage: SwapStage::Init, message: "app panicked".into() };
+        let rollback = SwapFinished {
+            rollback: true,
+            build_ms: None,
+            total_ms: None,
+            warnings: vec![],
+            ..event
+        };
+        assert_eq!(
+            swap_finished(&rollback),
+            "hotswap: rolled back; generation 4 serves the previous code (swap 4 ms)"
+        );
+        let failed =
+            SwapFailed { generation: 5, stage: SwapStage::Init, message: "app panicked".into() };
         assert_eq!(
             swap_failed(&failed, Some(4)),
             "hotswap: the new code was not loaded (stage init): app panicked; generation 4 keeps serving"
