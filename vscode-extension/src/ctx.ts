@@ -2,7 +2,7 @@
 // daemon connection per `hotswap.toml`), the status bar item, the log, daemon terminals, and
 // every disposable. `main.ts` creates one; `commands.ts` acts through it.
 
-import { constants as fsConstants } from "node:fs";
+import { constants as fsConstants, realpathSync } from "node:fs";
 import { access, realpath } from "node:fs/promises";
 import * as path from "node:path";
 
@@ -39,6 +39,7 @@ export class Ctx implements vscode.Disposable, SessionHost {
   private pausedValue: boolean;
   private lastActive: AppSession | undefined;
   private discovery: Promise<void> = Promise.resolve();
+  private readonly canonicalPaths = new Map<string, string>();
 
   constructor(
     private readonly extensionContext: vscode.ExtensionContext,
@@ -128,11 +129,26 @@ export class Ctx implements vscode.Disposable, SessionHost {
     const roots = [...this.sessions.keys()];
     const active = vscode.window.activeTextEditor?.document.uri;
     if (active?.scheme === "file") {
-      const activeRoot = appRootFor(roots, active.fsPath);
+      const activeRoot = appRootFor(roots, active.fsPath) ?? appRootFor(roots, this.canonicalPath(active.fsPath));
       if (activeRoot !== undefined) return this.sessions.get(activeRoot);
     }
     if (this.lastActive !== undefined && this.sessions.get(this.lastActive.root) === this.lastActive) return this.lastActive;
     return this.sessions.values().next().value;
+  }
+
+  /** The canonical form of an open file's path (app roots are canonical), remembered per path. */
+  private canonicalPath(file: string): string {
+    let canonical = this.canonicalPaths.get(file);
+    if (canonical === undefined) {
+      try {
+        canonical = realpathSync.native(file);
+      } catch {
+        canonical = file;
+      }
+      if (this.canonicalPaths.size > 256) this.canonicalPaths.clear();
+      this.canonicalPaths.set(file, canonical);
+    }
+    return canonical;
   }
 
   async setPaused(paused: boolean): Promise<void> {
@@ -257,14 +273,15 @@ export class Ctx implements vscode.Disposable, SessionHost {
   private async documentSaved(document: vscode.TextDocument): Promise<void> {
     const uri = document.uri;
     if (!this.configValue.enable || uri.scheme !== "file") return;
-    const folder = vscode.workspace.getWorkspaceFolder(uri);
-    if (folder === undefined) return;
-    if (!this.filter.matches(path.relative(folder.uri.fsPath, uri.fsPath))) return;
-    await this.discovery;
+    // Decided when the save happens, before anything is awaited.
     if (this.pausedValue) {
       this.log.debug(`paused: not sending ${uri.fsPath}`);
       return;
     }
+    const folder = vscode.workspace.getWorkspaceFolder(uri);
+    if (folder === undefined) return;
+    if (!this.filter.matches(path.relative(folder.uri.fsPath, uri.fsPath))) return;
+    await this.discovery;
     const file = await realpath(uri.fsPath).catch(() => uri.fsPath);
     const roots = [...this.sessions.keys()];
     let root = appRootFor(roots, file);
@@ -293,8 +310,10 @@ export class Ctx implements vscode.Disposable, SessionHost {
     session.status.setPaused(this.pausedValue);
     const view = session.status.view();
     const multiple = this.sessions.size > 1;
-    this.statusItem.text = multiple ? view.text.replace(/^(\$\([^)]*\) )?/, `$1${session.name}: `) : view.text;
-    this.statusItem.accessibilityInformation = { label: multiple ? `${session.name}: ${view.label}` : view.label };
+    // With several apps the item names the one it shows: `$(zap) admin: gen 5`.
+    const named = (text: string) => text.replace(/^(\$\([^)]*\) )?(hotswap: )?/, `$1${session.name}: `);
+    this.statusItem.text = multiple ? named(view.text) : view.text;
+    this.statusItem.accessibilityInformation = { label: multiple ? named(view.label) : view.label };
     this.statusItem.backgroundColor =
       view.tone === "error"
         ? new vscode.ThemeColor("statusBarItem.errorBackground")

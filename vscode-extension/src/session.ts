@@ -88,7 +88,7 @@ export class AppSession implements vscode.Disposable {
     if (this.saveTimer !== undefined) return;
     this.saveTimer = setTimeout(() => {
       this.saveTimer = undefined;
-      const paths = [...this.pendingSaves];
+      const paths = [...this.pendingSaves].sort();
       this.pendingSaves.clear();
       void this.sendSaves(paths);
     }, 0);

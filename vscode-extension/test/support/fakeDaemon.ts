@@ -215,8 +215,8 @@ export class FakeDaemon {
     } else if (connection.initialized && request.method === "initialize") {
       answer = new ResponseError(ErrorCode.alreadyInitialized, "initialize sent twice");
     } else {
-      const handler = this.handlers[request.method] as Handler<MethodName>;
-      answer = await handler(request.params as never, connection);
+      const handler: Handler<MethodName> = this.handlers[request.method];
+      answer = await handler(request.params, connection);
     }
     if (message.kind === "notification" || connection.socket.destroyed) return;
     const id = message.id;

@@ -2,6 +2,7 @@
 // file belongs to.
 
 import * as assert from "node:assert/strict";
+import * as path from "node:path";
 import { test } from "node:test";
 
 import { DEFAULT_INCLUDE_FOR_TESTS } from "../support/defaults";
@@ -23,7 +24,7 @@ test("the default globs take Rust sources and manifests, not build output", () =
 test("custom globs and Windows separators", () => {
   const filter = new SaveFilter(["templates/**/*.html", "**/*.rs"], []);
   assert.ok(filter.matches("templates/index.html"));
-  assert.ok(filter.matches("templates\\pages\\a.html".split("\\").join(require("node:path").sep)));
+  assert.ok(filter.matches(["templates", "pages", "a.html"].join(path.sep)));
   assert.ok(filter.matches("src\\lib.rs"), "backslashes are separators");
   assert.ok(!filter.matches("static/index.html"));
   assert.ok(!new SaveFilter([], []).matches("src/lib.rs"), "no include globs: nothing is sent");
