@@ -8,11 +8,12 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp_server::ls_types::{
-    DidChangeConfigurationParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
-    DidSaveTextDocumentParams, ExecuteCommandOptions, ExecuteCommandParams, InitializeParams,
-    InitializeResult, InitializedParams, LSPAny, PositionEncodingKind, SaveOptions,
-    ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind,
-    TextDocumentSyncOptions, TextDocumentSyncSaveOptions, WorkDoneProgressCancelParams,
+    DidChangeConfigurationParams, DidChangeTextDocumentParams, DidCloseTextDocumentParams,
+    DidOpenTextDocumentParams, DidSaveTextDocumentParams, ExecuteCommandOptions,
+    ExecuteCommandParams, InitializeParams, InitializeResult, InitializedParams, LSPAny,
+    PositionEncodingKind, SaveOptions, ServerCapabilities, ServerInfo, TextDocumentSyncCapability,
+    TextDocumentSyncKind, TextDocumentSyncOptions, TextDocumentSyncSaveOptions,
+    WorkDoneProgressCancelParams,
 };
 use tower_lsp_server::{Client, LanguageServer};
 
@@ -102,6 +103,12 @@ impl LanguageServer for HotswapLanguageServer {
         if let Some(path) = file_path_of_uri(&params.text_document.uri) {
             self.enqueue(EditorEvent::Saved { path, uri: params.text_document.uri });
         }
+    }
+
+    async fn did_change(&self, params: DidChangeTextDocumentParams) {
+        // Declared as no sync at all (`change: 0`), yet some clients (eglot 1.9) send changes
+        // anyway. The daemon builds what is on disk at a save, so there is nothing to do.
+        let _ = params;
     }
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {

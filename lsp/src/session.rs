@@ -183,6 +183,7 @@ struct BuildProgressView {
 }
 
 /// What woke the session up.
+#[derive(Debug)]
 enum Wake {
     Editor(Option<EditorEvent>),
     Daemon(Option<Event>),
@@ -301,6 +302,7 @@ impl Session {
                 status = auto_started_exit(&mut self.auto_started) => Wake::AutoStartedDaemonExited(status),
                 _ = editor_process_check.tick(), if self.editor_process.is_some() => Wake::CheckEditorProcess,
             };
+            tracing::debug!("session: {wake:?}");
             match wake {
                 Wake::Editor(None) => {
                     break SessionEnd::InputEnded { after_shutdown: self.shutdown_requested };

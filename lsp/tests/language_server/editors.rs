@@ -24,7 +24,9 @@ use crate::test_workspace::TestWorkspace;
 pub(crate) fn editor_cache() -> PathBuf {
     match std::env::var_os("HOTSWAP_E2E_CACHE") {
         Some(cache) => PathBuf::from(cache),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/hotswap-e2e"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/hotswap-e2e")
+        }
     }
 }
 
@@ -72,7 +74,7 @@ async fn run_scenario(mut command: Command, app: &ScenarioApp, description: &str
         .env("HOTSWAP_TEST_PORT", &port)
         .env("HOTSWAP_TEST_RESULTS", &results)
         .env("HOTSWAP_TEST_WAIT_MS", app.step_timeout.as_millis().to_string())
-        .env("HOTSWAP_LSP_LOG", "info")
+        .env("HOTSWAP_LSP_LOG", "debug")
         // The editors' own files (logs, state, shada) stay out of the user's home.
         .env("HOME", scratch.path())
         .env("XDG_CONFIG_HOME", scratch.path().join("config"))
@@ -86,7 +88,8 @@ async fn run_scenario(mut command: Command, app: &ScenarioApp, description: &str
     if let Some(runtime_dir) = &app.runtime_dir {
         command.env("XDG_RUNTIME_DIR", runtime_dir);
     }
-    let mut child = command.spawn().unwrap_or_else(|error| panic!("cannot start {description}: {error}"));
+    let mut child =
+        command.spawn().unwrap_or_else(|error| panic!("cannot start {description}: {error}"));
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -142,7 +145,9 @@ pub(crate) async fn run_eglot_scenario(app: &ScenarioApp) {
 pub(crate) async fn http_get_body(address: &str) -> std::io::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(address).await?;
     stream
-        .write_all(format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
@@ -169,11 +174,15 @@ fn stand_in_scenario_app(workspace: &TestWorkspace, http: &SimulatedHttpServer) 
 }
 
 /// What the stand-in daemon must have seen after the whole scenario.
-async fn assert_the_daemon_saw_the_scenario(daemon: &StandInDaemon, http: &SimulatedHttpServer) {
+async fn assert_the_daemon_saw_the_scenario(
+    daemon: &StandInDaemon,
+    http: &SimulatedHttpServer,
+    greeting: &str,
+) {
     assert!(daemon.count("didSave") >= 3, "three saves: {:?}", daemon.received());
     assert_eq!(daemon.count("rollback"), 1, "one rollback: {:?}", daemon.received());
     let body = http_get_body(&http.address.to_string()).await.unwrap();
-    assert_eq!(body, "hello from neovim", "the fixed code serves at the end");
+    assert_eq!(body, greeting, "the fixed code serves at the end");
 }
 
 #[tokio::test]
@@ -181,7 +190,7 @@ async fn neovim_0_7_2_saves_sees_diagnostics_and_rolls_back_against_the_stand_in
     let workspace = TestWorkspace::new();
     let (http, daemon) = simulated_app(&workspace).await;
     run_neovim_scenario("0.7.2", &stand_in_scenario_app(&workspace, &http)).await;
-    assert_the_daemon_saw_the_scenario(&daemon, &http).await;
+    assert_the_daemon_saw_the_scenario(&daemon, &http, "hello from neovim").await;
 }
 
 #[tokio::test]
@@ -189,7 +198,7 @@ async fn neovim_0_11_4_saves_sees_diagnostics_and_rolls_back_against_the_stand_i
     let workspace = TestWorkspace::new();
     let (http, daemon) = simulated_app(&workspace).await;
     run_neovim_scenario("0.11.4", &stand_in_scenario_app(&workspace, &http)).await;
-    assert_the_daemon_saw_the_scenario(&daemon, &http).await;
+    assert_the_daemon_saw_the_scenario(&daemon, &http, "hello from neovim").await;
 }
 
 #[tokio::test]
@@ -197,5 +206,5 @@ async fn emacs_eglot_saves_sees_diagnostics_and_rolls_back_against_the_stand_in_
     let workspace = TestWorkspace::new();
     let (http, daemon) = simulated_app(&workspace).await;
     run_eglot_scenario(&stand_in_scenario_app(&workspace, &http)).await;
-    assert_the_daemon_saw_the_scenario(&daemon, &http).await;
+    assert_the_daemon_saw_the_scenario(&daemon, &http, "hello from emacs").await;
 }

@@ -102,15 +102,19 @@ impl FakeEditor {
     }
 
     pub(crate) async fn notify(&mut self, method: &str, params: Value) {
-        write_message(&self.writer, &json!({"jsonrpc": "2.0", "method": method, "params": params})).await;
+        write_message(&self.writer, &json!({"jsonrpc": "2.0", "method": method, "params": params}))
+            .await;
     }
 
     /// Sends a request and returns the whole response (with `result` or `error`).
     pub(crate) async fn request(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
-        write_message(&self.writer, &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await;
+        write_message(
+            &self.writer,
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )
+        .await;
         self.wait_for(&format!("the response to {method} (id {id})"), |message| {
             message.get("id") == Some(&json!(id)) && message.get("method").is_none()
         })
@@ -131,7 +135,11 @@ impl FakeEditor {
     }
 
     /// The first message (received so far or arriving within the wait) that `matches`.
-    pub(crate) async fn wait_for(&mut self, description: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for(
+        &mut self,
+        description: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
         if let Some(found) = self.received.iter().find(|message| matches(message)) {
             return found.clone();
         }
@@ -144,14 +152,24 @@ impl FakeEditor {
                         return message;
                     }
                 }
-                Ok(None) => panic!("the server closed the stream while waiting for {description}; it sent: {:#?}", self.received),
-                Err(_) => panic!("no {description} within {WAIT:?}; the server sent: {:#?}", self.received),
+                Ok(None) => panic!(
+                    "the server closed the stream while waiting for {description}; it sent: {:#?}",
+                    self.received
+                ),
+                Err(_) => panic!(
+                    "no {description} within {WAIT:?}; the server sent: {:#?}",
+                    self.received
+                ),
             }
         }
     }
 
     /// The first notification `method` whose params match.
-    pub(crate) async fn wait_for_notification(&mut self, method: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for_notification(
+        &mut self,
+        method: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
         let message = self
             .wait_for(&format!("a {method} notification"), |message| {
                 message.get("method").and_then(Value::as_str) == Some(method)
@@ -163,17 +181,29 @@ impl FakeEditor {
     }
 
     /// Waits until `count` messages match; returns the last of them.
-    pub(crate) async fn wait_for_count(&mut self, description: &str, count: usize, matches: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for_count(
+        &mut self,
+        description: &str,
+        count: usize,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let found: Vec<&Value> = self.received.iter().filter(|message| matches(message)).collect();
+            let found: Vec<&Value> =
+                self.received.iter().filter(|message| matches(message)).collect();
             if found.len() >= count {
                 return found[count - 1].clone();
             }
             match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
                 Ok(Some(message)) => self.received.push(message),
-                Ok(None) => panic!("the server closed the stream while waiting for {count} × {description}; it sent: {:#?}", self.received),
-                Err(_) => panic!("not {count} × {description} within {WAIT:?}; the server sent: {:#?}", self.received),
+                Ok(None) => panic!(
+                    "the server closed the stream while waiting for {count} × {description}; it sent: {:#?}",
+                    self.received
+                ),
+                Err(_) => panic!(
+                    "not {count} × {description} within {WAIT:?}; the server sent: {:#?}",
+                    self.received
+                ),
             }
         }
     }
@@ -195,7 +225,10 @@ impl FakeEditor {
     pub(crate) fn notifications(&self, method: &str) -> Vec<Value> {
         self.received
             .iter()
-            .filter(|message| message.get("method").and_then(Value::as_str) == Some(method) && message.get("id").is_none())
+            .filter(|message| {
+                message.get("method").and_then(Value::as_str) == Some(method)
+                    && message.get("id").is_none()
+            })
             .map(|message| message["params"].clone())
             .collect()
     }

@@ -65,7 +65,10 @@ fn method_is(message: &Value, method: &str) -> bool {
 }
 
 /// Starts the stand-in daemon and an editor opened on the app; returns once they are connected.
-async fn connected_editor(workspace: &TestWorkspace, options: Value) -> (StandInDaemon, FakeEditor) {
+async fn connected_editor(
+    workspace: &TestWorkspace,
+    options: Value,
+) -> (StandInDaemon, FakeEditor) {
     let daemon = StandInDaemon::start(workspace.endpoint(), LISTEN_ADDRESS, Arc::new(PlainAnswers));
     let mut editor = FakeEditor::start(workspace.server_environment());
     editor.initialize(workspace.initialize_params(options)).await;
@@ -76,7 +79,9 @@ async fn connected_editor(workspace: &TestWorkspace, options: Value) -> (StandIn
 /// The params of the `$/progress` notification of `kind` for `token`.
 async fn progress(editor: &mut FakeEditor, token: &Value, kind: &str) -> Value {
     editor
-        .wait_for_notification("$/progress", |params| &params["token"] == token && params["value"]["kind"] == kind)
+        .wait_for_notification("$/progress", |params| {
+            &params["token"] == token && params["value"]["kind"] == kind
+        })
         .await["value"]
         .clone()
 }
@@ -118,13 +123,19 @@ async fn a_save_is_forwarded_and_the_build_shows_as_progress_diagnostics_and_mes
     let lib_uri = workspace.uri("src/lib.rs");
 
     editor.did_save(&lib_uri).await;
-    let ClientRequest::DidSave(save) = daemon.wait_for_request("didSave").await else { unreachable!() };
+    let ClientRequest::DidSave(save) = daemon.wait_for_request("didSave").await else {
+        unreachable!()
+    };
     assert_eq!(save.paths, vec![lib.clone()]);
 
     // A failed build: progress from begin to end, the diagnostic, and a message.
     daemon.emit(&[
         build_started(1, vec![lib.clone()]),
-        Event::BuildProgress(BuildProgress { build: 1, message: "Compiling app v0.1.0".into(), blocked: false }),
+        Event::BuildProgress(BuildProgress {
+            build: 1,
+            message: "Compiling app v0.1.0".into(),
+            blocked: false,
+        }),
         build_finished(1, BuildOutcome::Failed, vec![mismatched_types(lib.clone())]),
     ]);
     let token = progress_token(&mut editor, 1).await;
@@ -138,7 +149,9 @@ async fn a_save_is_forwarded_and_the_build_shows_as_progress_diagnostics_and_mes
     assert_eq!(end["message"], "build failed in 310 ms: 1 error");
 
     let published = editor
-        .wait_for_notification("textDocument/publishDiagnostics", |params| params["uri"] == lib_uri.as_str())
+        .wait_for_notification("textDocument/publishDiagnostics", |params| {
+            params["uri"] == lib_uri.as_str()
+        })
         .await;
     let diagnostic = &published["diagnostics"][0];
     assert_eq!(published["diagnostics"].as_array().unwrap().len(), 1);
@@ -146,9 +159,15 @@ async fn a_save_is_forwarded_and_the_build_shows_as_progress_diagnostics_and_mes
     assert_eq!(diagnostic["severity"], 1);
     assert_eq!(diagnostic["code"], "E0308");
     assert_eq!(diagnostic["message"], "mismatched types");
-    assert_eq!(diagnostic["range"], json!({"start": {"line": 4, "character": 11}, "end": {"line": 4, "character": 25}}));
+    assert_eq!(
+        diagnostic["range"],
+        json!({"start": {"line": 4, "character": 11}, "end": {"line": 4, "character": 25}})
+    );
     assert_eq!(diagnostic["relatedInformation"][0]["location"]["uri"], lib_uri.as_str());
-    assert_eq!(diagnostic["relatedInformation"][0]["message"], "expected `u32` because of return type");
+    assert_eq!(
+        diagnostic["relatedInformation"][0]["message"],
+        "expected `u32` because of return type"
+    );
     let failure = editor.wait_for_message("window/showMessage", "build 1 failed").await;
     assert_eq!(failure["type"], 1, "an error message");
     assert_eq!(
@@ -171,7 +190,8 @@ async fn a_save_is_forwarded_and_the_build_shows_as_progress_diagnostics_and_mes
     let token = progress_token(&mut editor, 2).await;
     let end = progress(&mut editor, &token, "end").await;
     assert_eq!(end["message"], "generation 2 serves (3 ms)");
-    let swapped = editor.wait_for_message("window/showMessage", "generation 2 serves the new code").await;
+    let swapped =
+        editor.wait_for_message("window/showMessage", "generation 2 serves the new code").await;
     assert_eq!(swapped["type"], 3, "an info message");
 
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
@@ -193,7 +213,9 @@ async fn commands_reach_the_daemon_and_status_and_cancel_answer_with_its_result(
     let response = editor.execute_command("hotswap.status").await;
     assert_eq!(response["result"]["currentGeneration"], 1, "{response}");
     assert_eq!(response["result"]["listenAddress"], LISTEN_ADDRESS);
-    editor.wait_for_message("window/showMessage", "generation 1 serves http://127.0.0.1:3000").await;
+    editor
+        .wait_for_message("window/showMessage", "generation 1 serves http://127.0.0.1:3000")
+        .await;
 
     let response = editor.execute_command("hotswap.cancelBuild").await;
     assert_eq!(response["result"], json!({"cancelled": true}), "{response}");
@@ -201,7 +223,10 @@ async fn commands_reach_the_daemon_and_status_and_cancel_answer_with_its_result(
 
     let response = editor.execute_command("hotswap.deploy").await;
     assert_eq!(response["error"]["code"], -32602, "{response}");
-    assert!(response["error"]["message"].as_str().unwrap().contains("hotswap.rollback"), "{response}");
+    assert!(
+        response["error"]["message"].as_str().unwrap().contains("hotswap.rollback"),
+        "{response}"
+    );
 
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
 }
@@ -222,7 +247,8 @@ async fn cancelling_the_build_progress_cancels_the_build() {
 }
 
 #[tokio::test]
-async fn without_a_daemon_one_clear_message_then_the_server_connects_when_it_appears_and_again_after_it_restarts() {
+async fn without_a_daemon_one_clear_message_then_the_server_connects_when_it_appears_and_again_after_it_restarts()
+ {
     let workspace = TestWorkspace::new();
     let lib_uri = workspace.uri("src/lib.rs");
     let mut editor = FakeEditor::start(workspace.server_environment());
@@ -237,7 +263,10 @@ async fn without_a_daemon_one_clear_message_then_the_server_connects_when_it_app
     editor.did_save(&lib_uri).await;
     editor.wait_for_message("window/logMessage", "saved, but no daemon runs; not rebuilt").await;
     let response = editor.execute_command("hotswap.reload").await;
-    assert!(response["error"]["message"].as_str().unwrap().contains(&expected_command), "{response}");
+    assert!(
+        response["error"]["message"].as_str().unwrap().contains(&expected_command),
+        "{response}"
+    );
 
     // The daemon appears: the server finds it by itself and says so.
     let daemon = StandInDaemon::start(workspace.endpoint(), LISTEN_ADDRESS, Arc::new(PlainAnswers));
@@ -258,7 +287,10 @@ async fn without_a_daemon_one_clear_message_then_the_server_connects_when_it_app
     editor
         .wait_for_count("a second connected message", 2, |message| {
             method_is(message, "window/showMessage")
-                && message["params"]["message"].as_str().unwrap().contains("connected to the daemon")
+                && message["params"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("connected to the daemon")
         })
         .await;
     editor.did_save(&lib_uri).await;
@@ -276,7 +308,9 @@ async fn without_workspace_folders_the_saved_files_nearest_hotswap_toml_is_the_w
         .initialize(json!({"processId": null, "rootUri": null, "workspaceFolders": null, "capabilities": {}}))
         .await;
     editor.did_save(&workspace.uri("src/lib.rs")).await;
-    let ClientRequest::DidSave(save) = daemon.wait_for_request("didSave").await else { unreachable!() };
+    let ClientRequest::DidSave(save) = daemon.wait_for_request("didSave").await else {
+        unreachable!()
+    };
     assert_eq!(save.paths, vec![workspace.path("src/lib.rs")]);
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
 }
@@ -301,9 +335,11 @@ async fn diagnostics_can_be_switched_off() {
 }
 
 #[tokio::test]
-async fn the_messages_setting_sends_swaps_and_panics_to_the_log_and_a_configuration_change_switches_it_back() {
+async fn the_messages_setting_sends_swaps_and_panics_to_the_log_and_a_configuration_change_switches_it_back()
+ {
     let workspace = TestWorkspace::new();
-    let (daemon, mut editor) = connected_editor(&workspace, json!({"messages": "logMessage"})).await;
+    let (daemon, mut editor) =
+        connected_editor(&workspace, json!({"messages": "logMessage"})).await;
     daemon.emit(&[
         swap_finished(2),
         Event::HandlerPanicked(HandlerPanicked {
@@ -322,7 +358,10 @@ async fn the_messages_setting_sends_swaps_and_panics_to_the_log_and_a_configurat
     );
 
     editor
-        .notify("workspace/didChangeConfiguration", json!({"settings": {"hotswap": {"messages": "showMessage"}}}))
+        .notify(
+            "workspace/didChangeConfiguration",
+            json!({"settings": {"hotswap": {"messages": "showMessage"}}}),
+        )
         .await;
     daemon.emit(&[swap_finished(3)]);
     editor.wait_for_message("window/showMessage", "generation 3 serves the new code").await;
@@ -334,7 +373,9 @@ async fn a_wrong_setting_is_reported_and_the_others_apply() {
     let workspace = TestWorkspace::new();
     let (daemon, mut editor) =
         connected_editor(&workspace, json!({"autostart": true, "messages": "logMessage"})).await;
-    editor.wait_for_message("window/showMessage", "unknown hotswap-lsp setting \"autostart\"").await;
+    editor
+        .wait_for_message("window/showMessage", "unknown hotswap-lsp setting \"autostart\"")
+        .await;
     daemon.emit(&[swap_finished(2)]);
     editor.wait_for_message("window/logMessage", "generation 2 serves").await;
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
@@ -352,7 +393,8 @@ fn fake_hotswap_command(workspace: &TestWorkspace, body: &str) -> PathBuf {
 #[tokio::test]
 async fn auto_start_runs_hotswap_serve_for_the_workspace_and_reports_when_it_exits() {
     let workspace = TestWorkspace::new();
-    let command = fake_hotswap_command(&workspace, "echo \"fake hotswap was run with: $*\" >&2\nexit 3");
+    let command =
+        fake_hotswap_command(&workspace, "echo \"fake hotswap was run with: $*\" >&2\nexit 3");
     let mut editor = FakeEditor::start(workspace.server_environment());
     editor
         .initialize(workspace.initialize_params(json!({"autoStart": true, "hotswapPath": command})))
@@ -360,7 +402,8 @@ async fn auto_start_runs_hotswap_serve_for_the_workspace_and_reports_when_it_exi
     let serve = format!("{} serve --workspace {}", command.display(), workspace.root.display());
     editor.wait_for_message("window/showMessage", &format!("started `{serve}`")).await;
     let exited = editor.wait_for_message("window/showMessage", "exited (exit status: 3)").await;
-    let expected_output = format!("fake hotswap was run with: serve --workspace {}", workspace.root.display());
+    let expected_output =
+        format!("fake hotswap was run with: serve --workspace {}", workspace.root.display());
     assert!(exited["message"].as_str().unwrap().contains(&expected_output), "{exited}");
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
 }
@@ -376,10 +419,19 @@ async fn a_daemon_started_by_auto_start_stops_with_the_editor() {
         .await;
     let started = editor.wait_for_message("window/showMessage", "started `").await;
     let text = started["message"].as_str().unwrap();
-    let pid: u32 = text.split("(pid ").nth(1).and_then(|rest| rest.split(';').next()).unwrap().parse().unwrap();
+    let pid: u32 = text
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the daemon runs: {text}");
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the daemon was stopped and reaped");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the daemon was stopped and reaped"
+    );
 }
 
 #[tokio::test]

@@ -123,7 +123,14 @@ impl SimulatedApp {
                 duration_ms: 310.0,
                 diagnostics: vec![diagnostic.clone()],
             }));
-            return (events, ReloadOutcome::BuildFailed { build_ms: 310.0, diagnostics: vec![diagnostic], rendered });
+            return (
+                events,
+                ReloadOutcome::BuildFailed {
+                    build_ms: 310.0,
+                    diagnostics: vec![diagnostic],
+                    rendered,
+                },
+            );
         }
         events.push(Event::BuildFinished(BuildFinished {
             build,
@@ -167,7 +174,10 @@ impl SimulatedApp {
         let mut state = self.state.lock().unwrap();
         let count = state.generations.len();
         if count < 2 {
-            return Err(ResponseError::new(error_code::NO_PREVIOUS_GENERATION, "nothing to roll back to"));
+            return Err(ResponseError::new(
+                error_code::NO_PREVIOUS_GENERATION,
+                "nothing to roll back to",
+            ));
         }
         let greeting = state.generations[count - 2].clone();
         let previous = state.generation;
@@ -209,7 +219,9 @@ impl Behavior for SimulatedApp {
                 Reaction { answer: Ok(serde_json::to_value(outcome).unwrap()), events }
             }
             ClientRequest::Rollback(_) => match self.rollback() {
-                Ok((events, outcome)) => Reaction { answer: Ok(serde_json::to_value(outcome).unwrap()), events },
+                Ok((events, outcome)) => {
+                    Reaction { answer: Ok(serde_json::to_value(outcome).unwrap()), events }
+                }
                 Err(error) => Reaction { answer: Err(error), events: vec![] },
             },
             _ => Reaction { answer: plain_answer(request, daemon), events: vec![] },
@@ -219,7 +231,8 @@ impl Behavior for SimulatedApp {
 
 /// rustc's E0308 for the rejected literal, with LSP positions (lines from 0, UTF-16 columns).
 fn rejected_literal_diagnostic(source: &str, file: &std::path::Path) -> Option<Diagnostic> {
-    let (line_index, line) = source.lines().enumerate().find(|(_, line)| line.contains(REJECTED_LITERAL))?;
+    let (line_index, line) =
+        source.lines().enumerate().find(|(_, line)| line.contains(REJECTED_LITERAL))?;
     let utf16_column = |byte_index: usize| line[..byte_index].encode_utf16().count() as u32;
     let literal_start = utf16_column(line.find(REJECTED_LITERAL)?);
     let literal_end = literal_start + REJECTED_LITERAL.encode_utf16().count() as u32;
@@ -239,7 +252,11 @@ fn rejected_literal_diagnostic(source: &str, file: &std::path::Path) -> Option<D
         message: "mismatched types: expected `u32`, found `&str`".into(),
         file: Some(file.to_path_buf()),
         range: Some(range(literal_start, literal_end)),
-        rendered: Some(format!("error[E0308]: mismatched types\n --> {}:{}", file.display(), line_number + 1)),
+        rendered: Some(format!(
+            "error[E0308]: mismatched types\n --> {}:{}",
+            file.display(),
+            line_number + 1
+        )),
         related: related.into_iter().collect(),
     })
 }

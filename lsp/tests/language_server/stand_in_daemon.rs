@@ -57,7 +57,10 @@ pub(crate) struct DaemonFacts {
 }
 
 /// The usual answer to each request.
-pub(crate) fn plain_answer(request: &ClientRequest, daemon: &DaemonFacts) -> Result<Value, ResponseError> {
+pub(crate) fn plain_answer(
+    request: &ClientRequest,
+    daemon: &DaemonFacts,
+) -> Result<Value, ResponseError> {
     let value = match request {
         ClientRequest::Initialize(_) => serde_json::to_value(InitializeResult {
             protocol_version: 1,
@@ -71,7 +74,9 @@ pub(crate) fn plain_answer(request: &ClientRequest, daemon: &DaemonFacts) -> Res
         ClientRequest::DidSave(params) => {
             serde_json::to_value(DidSaveResult { accepted: params.paths.clone(), ignored: vec![] })
         }
-        ClientRequest::Reload(_) => serde_json::to_value(ReloadOutcome::Unchanged { generation: Some(1), build_ms: 5.0 }),
+        ClientRequest::Reload(_) => {
+            serde_json::to_value(ReloadOutcome::Unchanged { generation: Some(1), build_ms: 5.0 })
+        }
         ClientRequest::Rollback(_) => serde_json::to_value(ReloadOutcome::Swapped {
             generation: 2,
             previous_generation: Some(1),
@@ -99,7 +104,9 @@ pub(crate) fn plain_answer(request: &ClientRequest, daemon: &DaemonFacts) -> Res
             leaked_bytes: 0,
         }),
         ClientRequest::Subscribe(_) => serde_json::to_value(SubscribeResult { subscribed: true }),
-        ClientRequest::CancelBuild(_) => serde_json::to_value(CancelBuildResult { cancelled: true }),
+        ClientRequest::CancelBuild(_) => {
+            serde_json::to_value(CancelBuildResult { cancelled: true })
+        }
         ClientRequest::Shutdown(_) => serde_json::to_value(NoParams {}),
     };
     Ok(value.expect("answers serialize"))
@@ -139,7 +146,11 @@ pub(crate) struct StandInDaemon {
 }
 
 impl StandInDaemon {
-    pub(crate) fn start(endpoint: Endpoint, listen_address: &str, behavior: Arc<dyn Behavior>) -> Self {
+    pub(crate) fn start(
+        endpoint: Endpoint,
+        listen_address: &str,
+        behavior: Arc<dyn Behavior>,
+    ) -> Self {
         let listener = listen(&endpoint).expect("the stand-in daemon listens");
         let shared = Arc::new(Shared {
             facts: DaemonFacts {
@@ -217,7 +228,10 @@ impl StandInDaemon {
             Ok(found) => found,
             Err(_) => panic!(
                 "the stand-in daemon did not receive {count} `{method}` request(s) within {WAIT:?}; it received: {:?}",
-                self.received().iter().map(|received| received.request.method()).collect::<Vec<_>>()
+                self.received()
+                    .iter()
+                    .map(|received| received.request.method())
+                    .collect::<Vec<_>>()
             ),
         }
     }
@@ -226,7 +240,6 @@ impl StandInDaemon {
     pub(crate) async fn wait_for_request(&self, method: &str) -> ClientRequest {
         self.wait_for_requests(method, 1).await.remove(0)
     }
-
 }
 
 impl Drop for StandInDaemon {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 /// The handler source the tests start from; the editor scenarios change its greeting.
 pub(crate) const INITIAL_SOURCE: &str = r#"//! The app's request handler.
 
-pub(crate) fn greeting() -> &'static str {
+pub fn greeting() -> &'static str {
     "hello from hotswap"
 }
 "#;
