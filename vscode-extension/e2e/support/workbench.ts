@@ -199,7 +199,7 @@ export class Workbench {
   /** Waits until the hotswap status bar item's text matches. */
   async waitForStatus(pattern: RegExp, timeoutMs = 60_000): Promise<string> {
     const deadline = Date.now() + timeoutMs;
-    let last = "";
+    let last: string;
     for (;;) {
       last = (await this.statusItem.first().innerText({ timeout: 1000 }).catch(() => "")).trim();
       if (pattern.test(last)) return last;
