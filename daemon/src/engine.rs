@@ -158,6 +158,8 @@ struct Inner {
     /// The generation new connections go to. Swaps hold the write lock while moving state, so
     /// new connections wait for the hand-off instead of reaching a half-ready generation.
     current: tokio::sync::RwLock<Option<Arc<Generation>>>,
+    /// The same generation as `current`, readable without waiting for a swap in progress.
+    published: Mutex<Option<Arc<Generation>>>,
     draining: Mutex<Vec<Arc<Generation>>>,
     history: Mutex<Vec<HistoryEntry>>,
     /// One swap at a time.
@@ -182,6 +184,7 @@ impl Engine {
                 files,
                 events,
                 current: tokio::sync::RwLock::new(None),
+                published: Mutex::new(None),
                 draining: Mutex::default(),
                 history: Mutex::default(),
                 swap_lock: tokio::sync::Mutex::new(()),
@@ -205,20 +208,19 @@ impl Engine {
         *self.inner.unavailable_reason.lock().expect("reason") = reason.into();
     }
 
+    fn published(&self) -> Option<Arc<Generation>> {
+        self.inner.published.lock().expect("published").clone()
+    }
+
     /// The number of the generation new connections go to.
-    pub async fn current_generation(&self) -> Option<u64> {
-        self.inner.current.read().await.as_ref().map(|generation| generation.number)
+    pub fn current_generation(&self) -> Option<u64> {
+        self.published().map(|generation| generation.number)
     }
 
     /// The fingerprint of the artifact the current generation was loaded from: a build that
     /// leaves the artifact with this fingerprint changed nothing.
-    pub async fn current_fingerprint(&self) -> Option<Fingerprint> {
-        self.inner
-            .current
-            .read()
-            .await
-            .as_ref()
-            .and_then(|generation| generation.artifact_fingerprint)
+    pub fn current_fingerprint(&self) -> Option<Fingerprint> {
+        self.published().and_then(|generation| generation.artifact_fingerprint)
     }
 
     /// Loads `artifact` as a new generation and makes it current. On failure the current
@@ -416,6 +418,7 @@ impl Engine {
         }
 
         let clock = Instant::now();
+        *self.inner.published.lock().expect("published") = Some(generation.clone());
         let previous = current.replace(generation);
         drop(current);
         stages.publish_ms = millis(clock.elapsed());
@@ -594,7 +597,9 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         let _no_more_swaps = self.inner.swap_lock.lock().await;
-        if let Some(current) = self.inner.current.write().await.take() {
+        let current = self.inner.current.write().await.take();
+        self.inner.published.lock().expect("published").take();
+        if let Some(current) = current {
             self.retire(current);
         }
         let mut retirements =
@@ -605,8 +610,9 @@ impl Engine {
         }
     }
 
-    pub async fn status(&self) -> EngineStatus {
-        let current = self.inner.current.read().await.clone();
+    /// A snapshot of the generations and totals; never waits for a swap in progress.
+    pub fn status(&self) -> EngineStatus {
+        let current = self.published();
         let draining = self.inner.draining.lock().expect("draining").clone();
         let mut generations = Vec::new();
         for (generation, state) in current

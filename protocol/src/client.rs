@@ -51,7 +51,7 @@ pub struct Client {
     writer: Writer,
     pending: Pending,
     next_id: AtomicI64,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: Option<mpsc::UnboundedReceiver<Event>>,
     reader: JoinHandle<()>,
 }
 
@@ -113,7 +113,7 @@ impl Client {
             writer: Arc::new(tokio::sync::Mutex::new(Box::new(write_half))),
             pending,
             next_id: AtomicI64::new(1),
-            events,
+            events: Some(events),
             reader,
         }
     }
@@ -160,9 +160,15 @@ impl Client {
         self.write(&encode_request(None, request)).await
     }
 
-    /// The next event (after `subscribe`), or `None` once the connection is closed.
+    /// The next event (after `subscribe`), or `None` once the connection is closed (or the
+    /// events were taken with [`Client::take_events`]).
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        self.events.as_mut()?.recv().await
+    }
+
+    /// Takes the stream of events, to read it while requests are in flight on this client.
+    pub fn take_events(&mut self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        self.events.take()
     }
 
     async fn write(&self, message: &[u8]) -> Result<(), ClientError> {

@@ -109,7 +109,7 @@ async fn serves_a_handler_and_swaps_to_new_code() {
         (retired.generation, retired.outcome, retired.leaked_bytes),
         (1, RetireOutcome::Unloaded, 0)
     );
-    let status = running.engine.status().await;
+    let status = running.engine.status();
     assert_eq!(status.current_generation, Some(2));
     assert_eq!(status.unloaded_generations, 1);
     running.stop().await;

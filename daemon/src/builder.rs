@@ -1,0 +1,246 @@
+//! Running cargo. [`run_build`] is the one function in hotswap that spawns cargo to build.
+//!
+//! `cargo build --lib -p <handler> --message-format=json`, in its own target directory (so that
+//! rust-analyzer's `cargo check` never holds the lock we need), in its own process group (so a
+//! stale build can be killed with every rustc it started). The artifact path, the diagnostics and
+//! the result come from cargo's JSON messages; cargo's status lines on stderr become progress.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cargo_metadata::{Message, TargetKind};
+use hotswap_protocol::events::Diagnostic;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::oneshot;
+
+use crate::diagnostics;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    pub cargo: PathBuf,
+    pub manifest: PathBuf,
+    pub package: String,
+    /// The name of the package's library target (`lib<name>.so`), dashes as underscores.
+    pub library_name: String,
+    pub profile: String,
+    pub features: Vec<String>,
+    pub no_default_features: bool,
+    pub target_dir: PathBuf,
+    /// The cargo workspace root: compiler messages name files relative to it.
+    pub cargo_workspace_root: PathBuf,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildResult {
+    /// The handler library, and whether cargo found it up to date (nothing rebuilt).
+    Succeeded {
+        artifact: PathBuf,
+        fresh: bool,
+    },
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub result: BuildResult,
+    pub diagnostics: Vec<Diagnostic>,
+    /// For a failure: the compiler's errors, or cargo's own error, as plain text.
+    pub rendered: String,
+    pub duration: Duration,
+}
+
+/// A line of progress from cargo, and whether it says cargo waits for another cargo's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressLine {
+    pub message: String,
+    pub blocked: bool,
+}
+
+/// The status lines of cargo worth showing as progress.
+fn progress_line(line: &str) -> Option<ProgressLine> {
+    let line = line.trim();
+    const SHOWN: [&str; 7] =
+        ["Compiling", "Blocking", "Updating", "Downloading", "Downloaded", "Locking", "Adding"];
+    let first_word = line.split_whitespace().next()?;
+    SHOWN
+        .contains(&first_word)
+        .then(|| ProgressLine { message: line.to_owned(), blocked: first_word == "Blocking" })
+}
+
+/// Builds the handler, reporting progress, until done or until `cancel` fires (or its sender
+/// is dropped).
+pub async fn run_build(
+    spec: &BuildSpec,
+    mut progress: impl FnMut(ProgressLine),
+    mut cancel: oneshot::Receiver<()>,
+) -> BuildOutput {
+    let started = Instant::now();
+    let failed = |rendered: String| BuildOutput {
+        result: BuildResult::Failed,
+        diagnostics: Vec::new(),
+        rendered,
+        duration: started.elapsed(),
+    };
+    let mut command = tokio::process::Command::new(&spec.cargo);
+    command
+        .args(["build", "--lib", "--message-format=json", "--color=never", "--manifest-path"])
+        .arg(&spec.manifest)
+        .arg("-p")
+        .arg(&spec.package)
+        .arg("--profile")
+        .arg(&spec.profile)
+        .arg("--target-dir")
+        .arg(&spec.target_dir);
+    if !spec.features.is_empty() {
+        command.arg("--features").arg(spec.features.join(","));
+    }
+    if spec.no_default_features {
+        command.arg("--no-default-features");
+    }
+    command
+        .env("CARGO_TERM_PROGRESS_WHEN", "never")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return failed(format!(
+                "cannot run `{}`: it is not installed or not on PATH (hotswap needs cargo)\n",
+                spec.cargo.display()
+            ));
+        }
+        Err(error) => return failed(format!("cannot run `{}`: {error}\n", spec.cargo.display())),
+    };
+    let process_group = child.id();
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let (mut stdout_open, mut stderr_open) = (true, true);
+    let mut artifact = None;
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut cargo_errors = Vec::new();
+    let mut success = None;
+    while stdout_open || stderr_open {
+        tokio::select! {
+            _ = &mut cancel => {
+                if let Some(group) = process_group {
+                    // SAFETY: killpg only sends a signal to the build's own process group.
+                    unsafe { libc::killpg(group as libc::pid_t, libc::SIGKILL) };
+                }
+                let _ = child.wait().await;
+                return BuildOutput {
+                    result: BuildResult::Cancelled,
+                    diagnostics: Vec::new(),
+                    rendered: String::new(),
+                    duration: started.elapsed(),
+                };
+            }
+            line = stdout.next_line(), if stdout_open => match line {
+                Ok(Some(line)) => match serde_json::from_str::<Message>(&line) {
+                    Ok(Message::CompilerArtifact(built))
+                        if built.target.kind.contains(&TargetKind::CDyLib) && built.target.name.replace('-', "_") == spec.library_name =>
+                    {
+                        let library = built.filenames.iter().find(|file| file.as_str().ends_with(std::env::consts::DLL_SUFFIX));
+                        if let Some(library) = library {
+                            artifact = Some((library.clone().into_std_path_buf(), built.fresh));
+                        }
+                    }
+                    Ok(Message::CompilerMessage(message)) => {
+                        if let Some(diagnostic) = diagnostics::from_cargo(&message.message, &spec.cargo_workspace_root)
+                            && !diagnostics.contains(&diagnostic)
+                        {
+                            diagnostics.push(diagnostic);
+                        }
+                    }
+                    Ok(Message::BuildFinished(finished)) => success = Some(finished.success),
+                    _ => {}
+                },
+                _ => stdout_open = false,
+            },
+            line = stderr.next_line(), if stderr_open => match line {
+                Ok(Some(line)) => {
+                    if let Some(line) = progress_line(&line) {
+                        progress(line);
+                    } else if !line.trim().is_empty() && cargo_errors.len() < 200 {
+                        cargo_errors.push(line);
+                    }
+                }
+                _ => stderr_open = false,
+            },
+        }
+    }
+    let status = child.wait().await;
+    let duration = started.elapsed();
+    let succeeded =
+        success.unwrap_or(false) && status.as_ref().is_ok_and(|status| status.success());
+    match (succeeded, artifact) {
+        (true, Some((artifact, fresh))) => BuildOutput {
+            result: BuildResult::Succeeded { artifact, fresh },
+            diagnostics,
+            rendered: String::new(),
+            duration,
+        },
+        (true, None) => BuildOutput {
+            result: BuildResult::Failed,
+            diagnostics,
+            rendered: format!(
+                "cargo built package `{}` but produced no cdylib: is `crate-type = [\"cdylib\"]` set in its [lib]?\n",
+                spec.package
+            ),
+            duration,
+        },
+        (false, _) => {
+            let mut rendered = diagnostics::render_errors(&diagnostics);
+            if rendered.is_empty() {
+                // Not a compiler error (a manifest error, a missing dependency...): cargo's own words.
+                let first_error =
+                    cargo_errors.iter().position(|line| line.trim_start().starts_with("error"));
+                let lines = first_error.map_or(&cargo_errors[..], |index| &cargo_errors[index..]);
+                rendered = lines.join("\n");
+                rendered.push('\n');
+            }
+            BuildOutput { result: BuildResult::Failed, diagnostics, rendered, duration }
+        }
+    }
+}
+
+/// The cargo to run: `$CARGO` when set (as under `cargo run`), else `cargo` from PATH.
+pub fn cargo_program() -> PathBuf {
+    std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cargo"))
+}
+
+/// The directory hotswap builds in by default: a `hotswap` folder in cargo's target directory.
+pub fn default_target_dir(cargo_target_dir: &Path) -> PathBuf {
+    cargo_target_dir.join("hotswap")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_progress_and_lock_waits() {
+        assert_eq!(
+            progress_line("   Compiling todo v0.1.0 (/w/todo)"),
+            Some(ProgressLine {
+                message: "Compiling todo v0.1.0 (/w/todo)".into(),
+                blocked: false
+            })
+        );
+        assert_eq!(
+            progress_line("    Blocking waiting for file lock on build directory"),
+            Some(ProgressLine {
+                message: "Blocking waiting for file lock on build directory".into(),
+                blocked: true
+            })
+        );
+        assert_eq!(progress_line("error: could not compile `todo`"), None);
+        assert_eq!(progress_line(""), None);
+    }
+}

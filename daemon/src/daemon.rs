@@ -1,0 +1,668 @@
+//! The daemon: one task owns all state (pending saves, the running build, swaps, waiting
+//! `reload`s) and reacts to messages; builds and swaps run as tasks it owns and report back.
+//!
+//! A save becomes a build after `debounce` of quiet; a save during a build cancels the stale
+//! build once the new one is due, so the last generation always reflects the last save. Failures
+//! (builds, swaps) are outcomes sent to clients; the current generation keeps serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotswap_protocol::events::{
+    BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Event, Severity,
+    SwapFailed, SwapFinished,
+};
+use hotswap_protocol::jsonrpc::{ResponseError, error_code};
+use hotswap_protocol::messages::{
+    CancelBuildResult, ClientRequest, DidSaveResult, IgnoredPath, InitializeResult, LastBuild,
+    LastSwap, NoParams, PROTOCOL_VERSION, ReloadOutcome, StatusResult,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::builder::{BuildOutput, BuildResult, BuildSpec, run_build};
+use crate::engine::{Engine, RollbackError, SwapFailure, SwapReport};
+use crate::packages::PackageSet;
+use crate::subscribers::Subscribers;
+
+/// Facts about this daemon that clients are told.
+#[derive(Debug, Clone)]
+pub struct DaemonInfo {
+    pub workspace_root: PathBuf,
+    pub package: String,
+    pub endpoint: String,
+    pub listen_address: String,
+    pub started: Instant,
+}
+
+/// What the daemon needs to run.
+#[derive(Debug)]
+pub struct DaemonParts {
+    pub info: DaemonInfo,
+    pub engine: Engine,
+    pub packages: PackageSet,
+    pub build: BuildSpec,
+    pub debounce: Duration,
+    pub subscribers: Arc<Subscribers>,
+    /// Set to true to stop the whole daemon (the `shutdown` request).
+    pub shutdown: watch::Sender<bool>,
+}
+
+type Reply = oneshot::Sender<Result<Value, ResponseError>>;
+
+enum Message {
+    Request {
+        request: ClientRequest,
+        reply: Reply,
+    },
+    BuildDone {
+        build: u64,
+        output: BuildOutput,
+    },
+    SwapDone {
+        build: Option<u64>,
+        result: Result<SwapReport, SwapFailure>,
+        build_ms: Option<f64>,
+        cause: Instant,
+    },
+    RollbackDone {
+        result: Result<SwapReport, RollbackError>,
+        cause: Instant,
+        reply: Reply,
+    },
+}
+
+/// Sends requests to the daemon task.
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    sender: mpsc::Sender<Message>,
+}
+
+impl DaemonHandle {
+    /// Handles one client request; `reload` answers when its build and swap are done.
+    pub async fn request(&self, request: ClientRequest) -> Result<Value, ResponseError> {
+        let (reply, answer) = oneshot::channel();
+        if self.sender.send(Message::Request { request, reply }).await.is_err() {
+            return Err(shutting_down());
+        }
+        answer.await.unwrap_or_else(|_| Err(shutting_down()))
+    }
+}
+
+fn shutting_down() -> ResponseError {
+    ResponseError::new(error_code::SHUTTING_DOWN, "the hotswap daemon is shutting down")
+}
+
+/// A build to start once `due`.
+struct PendingBuild {
+    reason: BuildReason,
+    paths: Vec<PathBuf>,
+    /// When the user acted (the last save, or the reload request), to report the total time.
+    cause: Instant,
+    /// The first save of the burst.
+    first: tokio::time::Instant,
+    due: tokio::time::Instant,
+}
+
+/// The longest a burst of saves can hold back its build.
+const MAX_DEBOUNCE: Duration = Duration::from_millis(1000);
+
+struct RunningBuild {
+    id: u64,
+    cause: Instant,
+    cancel: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    /// Cancelled because a newer build is due: its waiters move to that build.
+    superseded: bool,
+}
+
+/// A `reload` waiting for the first completed build numbered `from_build` or later.
+struct Waiter {
+    from_build: u64,
+    reply: Reply,
+}
+
+/// Starts the daemon task. It stops when every handle is dropped or `shutdown` is set; `join` it
+/// to wait for running builds to be stopped.
+pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHandle<()>) {
+    let (sender, receiver) = mpsc::channel(256);
+    let handle = DaemonHandle { sender: sender.clone() };
+    let mut daemon = Daemon {
+        parts,
+        messages: sender.downgrade(),
+        pending: None,
+        running: None,
+        swaps: Vec::new(),
+        waiters: Vec::new(),
+        builds_started: 0,
+        last_build: None,
+        last_swap: None,
+    };
+    if initial_build {
+        let now = tokio::time::Instant::now();
+        daemon.pending = Some(PendingBuild {
+            reason: BuildReason::Initial,
+            paths: Vec::new(),
+            cause: Instant::now(),
+            first: now,
+            due: now,
+        });
+        daemon.parts.engine.set_unavailable_reason(
+            "the first build is running; this page answers once it is done",
+        );
+    }
+    let task = tokio::spawn(daemon.run(receiver));
+    (handle, task)
+}
+
+struct Daemon {
+    parts: DaemonParts,
+    /// For build and swap tasks to report back (weak: the daemon stops when clients are gone).
+    messages: mpsc::WeakSender<Message>,
+    pending: Option<PendingBuild>,
+    running: Option<RunningBuild>,
+    swaps: Vec<JoinHandle<()>>,
+    waiters: Vec<Waiter>,
+    builds_started: u64,
+    last_build: Option<(LastBuild, Instant)>,
+    last_swap: Option<(LastSwap, Instant)>,
+}
+
+impl Daemon {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
+        let mut shutdown = self.parts.shutdown.subscribe();
+        loop {
+            let due = self.next_due();
+            tokio::select! {
+                message = receiver.recv() => match message {
+                    Some(message) => self.handle(message),
+                    None => break,
+                },
+                () = sleep_until(due) => self.start_due_build(),
+                () = crate::serve::stopped(&mut shutdown) => break,
+            }
+        }
+        if let Some(running) = self.running.take() {
+            if let Some(cancel) = running.cancel {
+                let _ = cancel.send(());
+            }
+            let _ = running.task.await;
+        }
+        for swap in self.swaps.drain(..) {
+            let _ = swap.await;
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.reply.send(Err(shutting_down()));
+        }
+    }
+
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Request { request, reply } => self.request(request, reply),
+            Message::BuildDone { build, output } => self.build_done(build, output),
+            Message::SwapDone { build, result, build_ms, cause } => {
+                self.swap_done(build, result, build_ms, cause)
+            }
+            Message::RollbackDone { result, cause, reply } => {
+                let outcome = match result {
+                    Ok(report) => Ok(self.swapped(report, None, cause, true)),
+                    Err(RollbackError::NothingToRollBack) => Err(ResponseError::new(
+                        error_code::NO_PREVIOUS_GENERATION,
+                        "nothing to roll back to: no earlier artifact has served since the daemon started",
+                    )),
+                    Err(RollbackError::Failed(failure)) => Ok(self.swap_failed(failure)),
+                };
+                let _ = reply.send(outcome.map(to_value));
+            }
+        }
+        self.swaps.retain(|swap| !swap.is_finished());
+    }
+
+    fn request(&mut self, request: ClientRequest, reply: Reply) {
+        let result = match request {
+            ClientRequest::Initialize(params) => {
+                if params.protocol_version != PROTOCOL_VERSION {
+                    Err(ResponseError::new(
+                        error_code::UNSUPPORTED_PROTOCOL_VERSION,
+                        format!(
+                            "this daemon speaks protocol version {PROTOCOL_VERSION}, the client {} speaks {}; \
+                             use a client and daemon of the same hotswap release",
+                            params.client_name, params.protocol_version
+                        ),
+                    ))
+                } else {
+                    tracing::debug!("client {} connected", params.client_name);
+                    let info = &self.parts.info;
+                    Ok(to_value(InitializeResult {
+                        protocol_version: PROTOCOL_VERSION,
+                        daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+                        pid: std::process::id(),
+                        workspace_root: info.workspace_root.clone(),
+                        package: info.package.clone(),
+                        listen_address: info.listen_address.clone(),
+                        generation: self.parts.engine.current_generation(),
+                    }))
+                }
+            }
+            ClientRequest::DidSave(params) => Ok(to_value(self.did_save(params.paths))),
+            ClientRequest::Reload(NoParams {}) => {
+                self.waiters.push(Waiter { from_build: self.builds_started + 1, reply });
+                self.schedule(BuildReason::Reload, Vec::new(), Duration::ZERO);
+                return;
+            }
+            ClientRequest::Rollback(NoParams {}) => {
+                let engine = self.parts.engine.clone();
+                let messages = self.messages.clone();
+                let cause = Instant::now();
+                self.swaps.push(tokio::spawn(async move {
+                    let result = engine.rollback().await;
+                    if let Some(messages) = messages.upgrade() {
+                        let _ = messages.send(Message::RollbackDone { result, cause, reply }).await;
+                    }
+                }));
+                return;
+            }
+            ClientRequest::Status(NoParams {}) => Ok(to_value(self.status())),
+            ClientRequest::Subscribe(NoParams {}) => Err(ResponseError::new(
+                error_code::INTERNAL_ERROR,
+                "subscribe is handled by the connection, not the daemon",
+            )),
+            ClientRequest::CancelBuild(NoParams {}) => Ok(to_value(self.cancel_build())),
+            ClientRequest::Shutdown(NoParams {}) => {
+                tracing::info!("shutdown requested by a client");
+                self.parts.shutdown.send_replace(true);
+                Ok(to_value(NoParams {}))
+            }
+        };
+        let _ = reply.send(result);
+    }
+
+    fn did_save(&mut self, paths: Vec<PathBuf>) -> DidSaveResult {
+        let target_dirs =
+            [self.parts.build.target_dir.as_path(), self.parts.packages.cargo_target_dir.as_path()];
+        let mut accepted = Vec::new();
+        let mut ignored = Vec::new();
+        for path in paths {
+            match self.parts.packages.classify(&path, &target_dirs) {
+                Ok(()) => accepted.push(path),
+                Err(reason) => {
+                    tracing::info!("ignored a save of {}: {reason}", path.display());
+                    ignored.push(IgnoredPath { path, reason });
+                }
+            }
+        }
+        if !accepted.is_empty() {
+            self.schedule(BuildReason::Save, accepted.clone(), self.parts.debounce);
+        }
+        DidSaveResult { accepted, ignored }
+    }
+
+    /// Asks for a build `after` from now, merging with one already pending: each save restarts
+    /// the wait (a burst of saves becomes one build), up to [`MAX_DEBOUNCE`] after the first;
+    /// a reload is due at once.
+    fn schedule(&mut self, reason: BuildReason, mut paths: Vec<PathBuf>, after: Duration) {
+        let now = tokio::time::Instant::now();
+        match &mut self.pending {
+            Some(pending) => {
+                pending.paths.append(&mut paths);
+                pending.paths.sort();
+                pending.paths.dedup();
+                pending.cause = Instant::now();
+                if reason == BuildReason::Reload {
+                    pending.reason = BuildReason::Reload;
+                    pending.due = now;
+                } else if pending.reason != BuildReason::Reload {
+                    pending.due = (now + after).min(pending.first + MAX_DEBOUNCE);
+                }
+            }
+            None => {
+                self.pending = Some(PendingBuild {
+                    reason,
+                    paths,
+                    cause: Instant::now(),
+                    first: now,
+                    due: now + after,
+                })
+            }
+        }
+    }
+
+    /// When the pending build should start; none while a cancelled build is still exiting.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        let cancelling = self.running.as_ref().is_some_and(|running| running.cancel.is_none());
+        if cancelling { None } else { self.pending.as_ref().map(|pending| pending.due) }
+    }
+
+    /// The pending build is due: cancel a stale running build first (its exit brings us back
+    /// here), else start.
+    fn start_due_build(&mut self) {
+        if let Some(running) = &mut self.running {
+            if let Some(cancel) = running.cancel.take() {
+                tracing::info!("build {} is stale: a newer save is due; cancelling it", running.id);
+                running.superseded = true;
+                let _ = cancel.send(());
+            }
+            return;
+        }
+        let Some(pending) = self.pending.take() else { return };
+        self.builds_started += 1;
+        let id = self.builds_started;
+        let paths = pending.paths;
+        tracing::info!(
+            "build {id} of {} started ({})",
+            self.parts.info.package,
+            match pending.reason {
+                BuildReason::Initial =>
+                    "start-up; the first build compiles every dependency and can take a minute"
+                        .to_owned(),
+                BuildReason::Reload => "reload".to_owned(),
+                BuildReason::Save => format!("saved {}", describe_paths(&paths)),
+            }
+        );
+        self.parts.subscribers.send(&Event::BuildStarted(BuildStarted {
+            build: id,
+            reason: pending.reason,
+            paths,
+        }));
+        let (cancel, cancelled) = oneshot::channel();
+        let spec = self.parts.build.clone();
+        let subscribers = self.parts.subscribers.clone();
+        let messages = self.messages.clone();
+        let task = tokio::spawn(async move {
+            let progress = |line: crate::builder::ProgressLine| {
+                if line.blocked {
+                    tracing::warn!("build {id}: {} (another cargo holds the lock)", line.message);
+                } else {
+                    tracing::debug!("build {id}: {}", line.message);
+                }
+                subscribers.send(&Event::BuildProgress(BuildProgress {
+                    build: id,
+                    message: line.message,
+                    blocked: line.blocked,
+                }));
+            };
+            let output = run_build(&spec, progress, cancelled).await;
+            if let Some(messages) = messages.upgrade() {
+                let _ = messages.send(Message::BuildDone { build: id, output }).await;
+            }
+        });
+        self.running = Some(RunningBuild {
+            id,
+            cause: pending.cause,
+            cancel: Some(cancel),
+            task,
+            superseded: false,
+        });
+    }
+
+    fn build_done(&mut self, build: u64, output: BuildOutput) {
+        let Some(running) = self.running.take_if(|running| running.id == build) else { return };
+        let build_ms = millis(output.duration);
+        let errors =
+            output.diagnostics.iter().filter(|d| d.severity == Severity::Error).count() as u32;
+        let warnings =
+            output.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count() as u32;
+        let unchanged = match &output.result {
+            BuildResult::Succeeded { artifact, .. } => {
+                let fingerprint = crate::engine::artifact::Fingerprint::of(artifact).ok();
+                fingerprint.is_some() && fingerprint == self.parts.engine.current_fingerprint()
+            }
+            _ => false,
+        };
+        let outcome = match &output.result {
+            BuildResult::Succeeded { .. } if unchanged => BuildOutcome::Unchanged,
+            BuildResult::Succeeded { .. } => BuildOutcome::Succeeded,
+            BuildResult::Failed => BuildOutcome::Failed,
+            BuildResult::Cancelled => BuildOutcome::Cancelled,
+        };
+        self.parts.subscribers.send(&Event::BuildFinished(BuildFinished {
+            build,
+            outcome,
+            duration_ms: build_ms,
+            diagnostics: output.diagnostics.clone(),
+        }));
+        self.last_build = Some((
+            LastBuild {
+                build,
+                outcome,
+                duration_ms: build_ms,
+                errors,
+                warnings,
+                finished_ago_ms: 0,
+            },
+            Instant::now(),
+        ));
+        match output.result {
+            BuildResult::Cancelled => {
+                tracing::info!("build {build} cancelled after {build_ms:.0} ms");
+                if !running.superseded {
+                    self.answer_waiters(
+                        build,
+                        ReloadOutcome::Cancelled { reason: "cancelBuild".to_owned() },
+                    );
+                }
+            }
+            BuildResult::Failed => {
+                tracing::error!(
+                    "build {build} failed after {build_ms:.0} ms; generation {} keeps serving\n{}",
+                    self.parts
+                        .engine
+                        .current_generation()
+                        .map_or("none".to_owned(), |g| g.to_string()),
+                    output.rendered.trim_end()
+                );
+                if self.parts.engine.current_generation().is_none() {
+                    self.parts.engine.set_unavailable_reason(
+                        "the handler does not build yet; fix the error shown by `hotswap status`, your editor or \
+                         the daemon's log, and save",
+                    );
+                }
+                self.answer_waiters(
+                    build,
+                    ReloadOutcome::BuildFailed {
+                        build_ms,
+                        diagnostics: output.diagnostics,
+                        rendered: output.rendered,
+                    },
+                );
+            }
+            BuildResult::Succeeded { .. } if unchanged => {
+                let generation = self.parts.engine.current_generation();
+                tracing::info!("build {build} finished in {build_ms:.0} ms: unchanged, no swap");
+                self.answer_waiters(build, ReloadOutcome::Unchanged { generation, build_ms });
+            }
+            BuildResult::Succeeded { artifact, .. } => {
+                let engine = self.parts.engine.clone();
+                let messages = self.messages.clone();
+                let cause = running.cause;
+                self.swaps.push(tokio::spawn(async move {
+                    let result = engine.swap(&artifact).await;
+                    if let Some(messages) = messages.upgrade() {
+                        let _ = messages
+                            .send(Message::SwapDone {
+                                build: Some(build),
+                                result,
+                                build_ms: Some(build_ms),
+                                cause,
+                            })
+                            .await;
+                    }
+                }));
+            }
+        }
+    }
+
+    fn swap_done(
+        &mut self,
+        build: Option<u64>,
+        result: Result<SwapReport, SwapFailure>,
+        build_ms: Option<f64>,
+        cause: Instant,
+    ) {
+        let outcome = match result {
+            Ok(report) => self.swapped(report, build_ms, cause, false),
+            Err(failure) => self.swap_failed(failure),
+        };
+        if let Some(build) = build {
+            self.answer_waiters(build, outcome);
+        }
+    }
+
+    fn swapped(
+        &mut self,
+        report: SwapReport,
+        build_ms: Option<f64>,
+        cause: Instant,
+        rollback: bool,
+    ) -> ReloadOutcome {
+        let total_ms = millis(cause.elapsed());
+        for warning in &report.warnings {
+            tracing::warn!("generation {}: {warning}", report.generation);
+        }
+        tracing::info!(
+            "{} generation {} in {total_ms:.0} ms ({}swap {:.1} ms)",
+            if rollback { "rolled back to" } else { "swapped to" },
+            report.generation,
+            build_ms.map(|ms| format!("build {ms:.0} ms, ")).unwrap_or_default(),
+            report.swap_ms,
+        );
+        self.parts.subscribers.send(&Event::SwapFinished(SwapFinished {
+            generation: report.generation,
+            previous_generation: report.previous_generation,
+            rollback,
+            swap_ms: report.swap_ms,
+            total_ms: Some(total_ms),
+            build_ms,
+            stages: report.stages,
+            warnings: report.warnings.clone(),
+        }));
+        self.last_swap = Some((
+            LastSwap {
+                generation: report.generation,
+                swap_ms: report.swap_ms,
+                total_ms: Some(total_ms),
+                rollback,
+                ago_ms: 0,
+            },
+            Instant::now(),
+        ));
+        ReloadOutcome::Swapped {
+            generation: report.generation,
+            previous_generation: report.previous_generation,
+            build_ms,
+            swap_ms: report.swap_ms,
+            total_ms,
+            stages: report.stages,
+            warnings: report.warnings,
+        }
+    }
+
+    fn swap_failed(&mut self, failure: SwapFailure) -> ReloadOutcome {
+        tracing::error!(
+            "generation {} refused at the {} stage: {}; generation {} keeps serving",
+            failure.generation,
+            failure.stage,
+            failure.message,
+            self.parts.engine.current_generation().map_or("none".to_owned(), |g| g.to_string()),
+        );
+        self.parts.subscribers.send(&Event::SwapFailed(SwapFailed {
+            generation: failure.generation,
+            stage: failure.stage,
+            message: failure.message.clone(),
+        }));
+        if self.parts.engine.current_generation().is_none() {
+            self.parts.engine.set_unavailable_reason(format!(
+                "the handler was built but refused at the {} stage: {}",
+                failure.stage, failure.message
+            ));
+        }
+        ReloadOutcome::SwapFailed {
+            generation: failure.generation,
+            stage: failure.stage,
+            message: failure.message,
+        }
+    }
+
+    /// Answers every `reload` that this build (or an earlier one) satisfies.
+    fn answer_waiters(&mut self, build: u64, outcome: ReloadOutcome) {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|waiter| waiter.from_build <= build);
+        self.waiters = waiting;
+        for waiter in ready {
+            let _ = waiter.reply.send(Ok(to_value(outcome.clone())));
+        }
+    }
+
+    fn cancel_build(&mut self) -> CancelBuildResult {
+        self.pending = None;
+        let cancelled = match &mut self.running {
+            Some(running) => {
+                running.superseded = false;
+                running.cancel.take().map(|cancel| cancel.send(())).is_some()
+            }
+            None => false,
+        };
+        if !cancelled {
+            for waiter in std::mem::take(&mut self.waiters) {
+                let _ = waiter.reply.send(Ok(to_value(ReloadOutcome::Cancelled {
+                    reason: "cancelBuild".to_owned(),
+                })));
+            }
+        }
+        CancelBuildResult { cancelled }
+    }
+
+    fn status(&self) -> StatusResult {
+        let info = &self.parts.info;
+        let engine = self.parts.engine.status();
+        StatusResult {
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            workspace_root: info.workspace_root.clone(),
+            package: info.package.clone(),
+            endpoint: info.endpoint.clone(),
+            listen_address: info.listen_address.clone(),
+            uptime_ms: info.started.elapsed().as_millis() as u64,
+            current_generation: engine.current_generation,
+            generations: engine.generations,
+            building: self.running.is_some(),
+            last_build: self.last_build.as_ref().map(|(build, at)| LastBuild {
+                finished_ago_ms: at.elapsed().as_millis() as u64,
+                ..build.clone()
+            }),
+            last_swap: self.last_swap.as_ref().map(|(swap, at)| LastSwap {
+                ago_ms: at.elapsed().as_millis() as u64,
+                ..swap.clone()
+            }),
+            unloaded_generations: engine.unloaded_generations,
+            leaked_generations: engine.leaked_generations,
+            leaked_bytes: engine.leaked_bytes,
+        }
+    }
+}
+
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn describe_paths(paths: &[PathBuf]) -> String {
+    match paths {
+        [] => "nothing".to_owned(),
+        [one] => one.display().to_string(),
+        [first, rest @ ..] => format!("{} and {} more", first.display(), rest.len()),
+    }
+}
+
+fn to_value(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).expect("protocol types serialize")
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,218 @@
+//! Which packages a save can change: the handler package and the local path dependencies it
+//! builds from, found with `cargo metadata`. A save anywhere else builds nothing.
+
+use std::path::{Path, PathBuf};
+
+use cargo_metadata::{Metadata, MetadataCommand, PackageId, TargetKind};
+
+use crate::config::CONFIG_FILE;
+
+/// The handler package and its local packages.
+#[derive(Debug, Clone)]
+pub struct PackageSet {
+    /// The handler package's name, as `cargo build -p` takes it.
+    pub handler: String,
+    pub handler_manifest: PathBuf,
+    /// The handler's library name (the artifact is `lib<name>.so`).
+    pub library_name: String,
+    /// Directories of the handler package and of every local package it depends on.
+    pub package_roots: Vec<PathBuf>,
+    /// The cargo workspace root (compiler messages name files relative to it).
+    pub cargo_workspace_root: PathBuf,
+    /// Cargo's own target directory.
+    pub cargo_target_dir: PathBuf,
+}
+
+/// Why a saved path builds nothing.
+pub const OUTSIDE_PACKAGES: &str = "outside the handler's packages";
+
+impl PackageSet {
+    /// Runs `cargo metadata` for the workspace at `root` and finds the handler package: the one
+    /// named `package`, or else the package whose manifest is `root/Cargo.toml`.
+    pub fn discover(cargo: &Path, root: &Path, package: Option<&str>) -> Result<Self, String> {
+        let manifest = root.join("Cargo.toml");
+        if !manifest.is_file() {
+            return Err(format!(
+                "no Cargo.toml next to {CONFIG_FILE} in {}: hotswap builds the handler crate of that directory",
+                root.display()
+            ));
+        }
+        let metadata = MetadataCommand::new()
+            .cargo_path(cargo)
+            .manifest_path(&manifest)
+            .exec()
+            .map_err(|error| match &error {
+                cargo_metadata::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                    format!(
+                        "cannot run `{}`: it is not installed or not on PATH (hotswap needs cargo)",
+                        cargo.display()
+                    )
+                }
+                _ => format!("`cargo metadata` failed for {}: {error}", manifest.display()),
+            })?;
+        Self::from_metadata(&metadata, &manifest, package)
+    }
+
+    fn from_metadata(
+        metadata: &Metadata,
+        manifest: &Path,
+        package: Option<&str>,
+    ) -> Result<Self, String> {
+        let handler = match package {
+            Some(name) => metadata
+                .workspace_packages()
+                .into_iter()
+                .chain(metadata.packages.iter())
+                .find(|candidate| candidate.name.as_str() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "package `{name}` (the `package` in {CONFIG_FILE}) is not in the cargo workspace of {}",
+                        manifest.display()
+                    )
+                })?,
+            None => metadata
+                .packages
+                .iter()
+                .find(|candidate| candidate.manifest_path.as_std_path() == manifest)
+                .ok_or_else(|| {
+                    format!(
+                        "{} is a virtual workspace: name the handler crate with `package = \"...\"` in {CONFIG_FILE}",
+                        manifest.display()
+                    )
+                })?,
+        };
+        let library = handler
+            .targets
+            .iter()
+            .find(|target| target.kind.contains(&TargetKind::CDyLib))
+            .ok_or_else(|| {
+                format!(
+                    "package `{}` has no cdylib target: add\n\n[lib]\ncrate-type = [\"cdylib\"]\n\nto {}",
+                    handler.name,
+                    handler.manifest_path
+                )
+            })?;
+        let mut roots = vec![
+            handler
+                .manifest_path
+                .parent()
+                .expect("manifests are files")
+                .as_std_path()
+                .to_path_buf(),
+        ];
+        if let Some(resolve) = &metadata.resolve {
+            let mut pending: Vec<&PackageId> = vec![&handler.id];
+            let mut seen: Vec<&PackageId> = Vec::new();
+            while let Some(id) = pending.pop() {
+                if seen.contains(&id) {
+                    continue;
+                }
+                seen.push(id);
+                let Some(node) = resolve.nodes.iter().find(|node| &node.id == id) else { continue };
+                for dependency in &node.deps {
+                    let Some(package) =
+                        metadata.packages.iter().find(|package| package.id == dependency.pkg)
+                    else {
+                        continue;
+                    };
+                    // Local packages have no source; registry and git packages cannot be edited.
+                    if package.source.is_none() {
+                        let root = package
+                            .manifest_path
+                            .parent()
+                            .expect("manifests are files")
+                            .as_std_path();
+                        if !roots.iter().any(|known| known == root) {
+                            roots.push(root.to_path_buf());
+                        }
+                        pending.push(&package.id);
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            handler: handler.name.to_string(),
+            handler_manifest: handler.manifest_path.clone().into_std_path_buf(),
+            library_name: library.name.replace('-', "_"),
+            package_roots: roots,
+            cargo_workspace_root: metadata.workspace_root.clone().into_std_path_buf(),
+            cargo_target_dir: metadata.target_directory.clone().into_std_path_buf(),
+        })
+    }
+
+    /// `Ok` when a save of `path` should cause a build, else why not. `target_dirs` are build
+    /// output directories (never sources, even inside a package).
+    pub fn classify(&self, path: &Path, target_dirs: &[&Path]) -> Result<(), String> {
+        if !path.is_absolute() {
+            return Err("not an absolute path".to_owned());
+        }
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if target_dirs.iter().any(|target| path.starts_with(target)) {
+            return Err("inside a build output directory".to_owned());
+        }
+        if path.file_name().is_some_and(|name| name == CONFIG_FILE) {
+            return Err(format!(
+                "changes to {CONFIG_FILE} take effect when `hotswap serve` restarts"
+            ));
+        }
+        if self.package_roots.iter().any(|root| path.starts_with(root)) {
+            Ok(())
+        } else {
+            Err(OUTSIDE_PACKAGES.to_owned())
+        }
+    }
+
+    /// True for a manifest of one of the packages: the package set may have changed.
+    pub fn is_manifest(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|name| name == "Cargo.toml" || name == "Cargo.lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package_set(roots: &[&str]) -> PackageSet {
+        PackageSet {
+            handler: "app".into(),
+            handler_manifest: "/w/app/Cargo.toml".into(),
+            library_name: "app".into(),
+            package_roots: roots.iter().map(PathBuf::from).collect(),
+            cargo_workspace_root: "/w".into(),
+            cargo_target_dir: "/w/target".into(),
+        }
+    }
+
+    #[test]
+    fn classifies_saves() {
+        let set = package_set(&["/w/app", "/w/shared"]);
+        let targets = [Path::new("/w/app/target")];
+        assert_eq!(set.classify(Path::new("/w/app/src/lib.rs"), &targets), Ok(()));
+        assert_eq!(set.classify(Path::new("/w/shared/src/db.rs"), &targets), Ok(()));
+        assert_eq!(set.classify(Path::new("/w/app/Cargo.toml"), &targets), Ok(()));
+        assert_eq!(
+            set.classify(Path::new("/w/other/src/lib.rs"), &targets),
+            Err(OUTSIDE_PACKAGES.to_owned())
+        );
+        assert_eq!(
+            set.classify(Path::new("/w/README.md"), &targets),
+            Err(OUTSIDE_PACKAGES.to_owned())
+        );
+        assert!(
+            set.classify(Path::new("/w/app/target/debug/x.rs"), &targets)
+                .unwrap_err()
+                .contains("output")
+        );
+        assert!(
+            set.classify(Path::new("/w/app/hotswap.toml"), &targets)
+                .unwrap_err()
+                .contains("restarts")
+        );
+        assert!(set.classify(Path::new("src/lib.rs"), &targets).unwrap_err().contains("absolute"));
+        // A prefix of a name is not a parent directory.
+        assert_eq!(
+            set.classify(Path::new("/w/application/x.rs"), &targets),
+            Err(OUTSIDE_PACKAGES.to_owned())
+        );
+    }
+}

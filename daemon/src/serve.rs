@@ -1,0 +1,232 @@
+//! `hotswap serve`: start every part of the daemon for one workspace, run until asked to stop,
+//! then stop in order (no new clients or connections, running builds killed, in-flight HTTP
+//! requests finished, generations unloaded).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hotswap_protocol::endpoint::Endpoint;
+use hotswap_protocol::{Client, ClientError};
+use tokio::sync::watch;
+
+use crate::builder::{BuildSpec, cargo_program, default_target_dir};
+use crate::config::Config;
+use crate::daemon::{DaemonInfo, DaemonParts};
+use crate::engine::events::EventSink;
+use crate::engine::{Engine, EngineConfig};
+use crate::packages::PackageSet;
+use crate::subscribers::Subscribers;
+
+/// Command-line choices of `hotswap serve`, which win over `hotswap.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The workspace (or a directory inside it); default: the current directory.
+    pub workspace: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub target_dir: Option<PathBuf>,
+}
+
+/// Runs the daemon until SIGINT, SIGTERM or a `shutdown` request.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let start = match &options.workspace {
+        Some(workspace) => workspace.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let mut config = Config::discover(&start)?;
+    if let Some(listen) = options.listen {
+        config.file.server.listen = listen;
+    }
+    if let Some(target_dir) = &options.target_dir {
+        config.file.build.target_dir = Some(std::path::absolute(target_dir)?);
+    }
+    let root = config.workspace_root.clone();
+    let endpoint = Endpoint::for_workspace(&root)?;
+
+    // One daemon per workspace: the lock file next to the socket says who owns it.
+    endpoint
+        .prepare_directory()
+        .with_context(|| format!("cannot prepare {}", endpoint.path().display()))?;
+    let lock_path = endpoint.path().with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("{}", already_served(&endpoint).await);
+    }
+    if endpoint.path().exists() {
+        // We hold the lock, so whoever made this socket is gone (e.g. killed with SIGKILL).
+        tracing::info!(
+            "reclaiming the socket of a daemon that is gone: {}",
+            endpoint.path().display()
+        );
+        let _ = std::fs::remove_file(endpoint.path());
+    }
+    let socket = hotswap_protocol::transport::listen(&endpoint)
+        .with_context(|| format!("cannot listen on {}", endpoint.path().display()))?;
+
+    let listen = config.listen();
+    let http = tokio::net::TcpListener::bind(listen).await.map_err(|error| {
+        anyhow::anyhow!(
+            "cannot listen for HTTP on {listen}: {error}; choose another address with `listen` in the \
+             [server] section of {} or `hotswap serve --listen ADDRESS`",
+            root.join(crate::config::CONFIG_FILE).display()
+        )
+    })?;
+    let listen_address = http.local_addr()?;
+
+    let cargo = cargo_program();
+    let packages = {
+        let (cargo, root, package) = (cargo.clone(), root.clone(), config.file.package.clone());
+        tokio::task::spawn_blocking(move || PackageSet::discover(&cargo, &root, package.as_deref()))
+            .await?
+            .map_err(anyhow::Error::msg)?
+    };
+    let target_dir =
+        config.target_dir().unwrap_or_else(|| default_target_dir(&packages.cargo_target_dir));
+    let swap = &config.file.swap;
+    let mut engine_config = EngineConfig::new(target_dir.join("generations"));
+    engine_config.drain_timeout = Duration::from_millis(swap.drain_timeout_ms);
+    engine_config.smoke_path = swap.smoke_path.clone();
+    engine_config.state_policy = swap.state_on_import_failure;
+    engine_config.init_timeout = Duration::from_millis(swap.init_timeout_ms);
+    engine_config.rollback_depth = swap.rollback_depth;
+    engine_config.max_body_bytes = config.file.server.max_body_bytes;
+    engine_config.worker_threads = config.file.server.worker_threads;
+    let (sink, mut engine_events) = EventSink::channel(4096);
+    let engine = Engine::new(engine_config, sink)
+        .with_context(|| format!("cannot use the build directory {}", target_dir.display()))?;
+
+    let subscribers = Arc::new(Subscribers::default());
+    let (shutdown, shutdown_requested) = watch::channel(false);
+    let build = BuildSpec {
+        cargo,
+        manifest: packages.handler_manifest.clone(),
+        package: packages.handler.clone(),
+        library_name: packages.library_name.clone(),
+        profile: config.file.build.profile.clone(),
+        features: config.file.build.features.clone(),
+        no_default_features: config.file.build.no_default_features,
+        target_dir: target_dir.clone(),
+        cargo_workspace_root: packages.cargo_workspace_root.clone(),
+    };
+    let info = DaemonInfo {
+        workspace_root: root.clone(),
+        package: packages.handler.clone(),
+        endpoint: endpoint.path().display().to_string(),
+        listen_address: listen_address.to_string(),
+        started: Instant::now(),
+    };
+    tracing::info!(
+        "serving {} on http://{listen_address} (workspace {}, socket {}, builds in {})",
+        packages.handler,
+        root.display(),
+        endpoint.path().display(),
+        target_dir.display()
+    );
+    let parts = DaemonParts {
+        info,
+        engine: engine.clone(),
+        packages,
+        build,
+        debounce: config.debounce(),
+        subscribers: subscribers.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let (daemon, daemon_task) = crate::daemon::spawn(parts, true);
+
+    let forward_events = {
+        let subscribers = subscribers.clone();
+        tokio::spawn(async move {
+            while let Some(event) = engine_events.recv().await {
+                subscribers.send(&event);
+            }
+        })
+    };
+    let socket_server = tokio::spawn(crate::server::serve(
+        socket,
+        daemon.clone(),
+        subscribers.clone(),
+        shutdown_requested.clone(),
+    ));
+    let http_server = {
+        let engine = engine.clone();
+        let mut stop = shutdown_requested.clone();
+        tokio::spawn(async move {
+            engine
+                .serve(http, async move {
+                    crate::serve::stopped(&mut stop).await;
+                })
+                .await
+        })
+    };
+    let signals = tokio::spawn(stop_on_signals(shutdown.clone()));
+
+    let mut stop = shutdown_requested.clone();
+    crate::serve::stopped(&mut stop).await;
+    tracing::info!("stopping: finishing in-flight requests");
+    signals.abort();
+    let _ = socket_server.await;
+    let _ = http_server.await;
+    drop(daemon);
+    let _ = daemon_task.await;
+    engine.shutdown().await;
+    forward_events.abort();
+    drop(lock);
+    let _ = std::fs::remove_file(&lock_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Sets `shutdown` on SIGINT or SIGTERM; a second signal exits at once.
+async fn stop_on_signals(shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    shutdown.send_replace(true);
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("hotswap: stopping at once");
+    std::process::exit(130);
+}
+
+/// The message for a second `hotswap serve` on a workspace that already has a daemon.
+async fn already_served(endpoint: &Endpoint) -> String {
+    let root = endpoint.workspace_root().display();
+    let connected = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::connect_and_initialize(endpoint, "hotswap-serve"),
+    )
+    .await;
+    match connected {
+        Ok(Ok((_, daemon))) => format!(
+            "a hotswap daemon (pid {}) already serves {root} on http://{}; stop it with `hotswap stop` first",
+            daemon.pid, daemon.listen_address
+        ),
+        Ok(Err(ClientError::NoDaemon { .. })) | Err(_) => {
+            format!("another hotswap daemon is starting for {root}; wait for it or stop it")
+        }
+        Ok(Err(error)) => {
+            format!("another hotswap daemon holds {root} but does not answer: {error}")
+        }
+    }
+}
+
+/// Resolves once `shutdown` holds true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
