@@ -109,6 +109,7 @@ if is_0_11 then
     cmd = { lsp_command },
     filetypes = { 'rust' },
     root_markers = { 'hotswap.toml' },
+    workspace_required = true,
     init_options = init_options,
   })
   vim.lsp.enable('hotswap')
