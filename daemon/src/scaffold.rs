@@ -152,7 +152,7 @@ mod tests {
         assert_eq!(package_name("My App"), "my-app");
         assert_eq!(package_name("2fast"), "app-2fast");
         assert_eq!(package_name("test"), "test-app");
-        assert_eq!(package_name("__"), "__");
+        assert_eq!(package_name("__"), "app-__");
         assert_eq!(package_name("..."), "app");
     }
 

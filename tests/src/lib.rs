@@ -2,4 +2,5 @@
 //! run, a small HTTP client, and running the real binaries.
 
 pub mod artifacts;
+pub mod binaries;
 pub mod http;

@@ -1,0 +1,206 @@
+//! The `hotswap` binary as a user runs it: `hotswap new`, `hotswap serve`, saves, reloads,
+//! broken builds, and the socket protocol spoken by a plain client.
+
+use std::time::Duration;
+
+use hotswap_protocol::events::{BuildOutcome, Event, Severity};
+use hotswap_protocol::messages::{DidSave, DidSaveParams};
+use hotswap_tests::binaries::{App, wait_for_event};
+use hotswap_tests::http::{get, request};
+
+const SWAP_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_and_reload_serve_the_new_code_and_keep_the_counter() {
+    let app = App::scaffold("swap-on-save");
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let address = daemon.address();
+    assert_eq!(get(address, "/").await.unwrap().body, "hello from hotswap\n");
+    for expected in ["1\n", "2\n"] {
+        assert_eq!(request(address, "POST", "/counter", "").await.unwrap().body, expected);
+    }
+
+    // A save through the CLI (as a shell hook would send it).
+    let mut events = daemon.subscriber().await;
+    app.edit_library("hello from hotswap\\n", "hello from hotswap, saved\\n");
+    let saved = app.hotswap(&["save", "src/lib.rs"]);
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    assert!(stdout(&saved).contains("saved 1 file"), "{}", stdout(&saved));
+    let swapped =
+        wait_for_event(&mut events, SWAP_TIMEOUT, |event| matches!(event, Event::SwapFinished(_)))
+            .await;
+    let Event::SwapFinished(swapped) = swapped else { unreachable!() };
+    assert_eq!(swapped.generation, 2);
+    let response = get(address, "/").await.unwrap();
+    assert_eq!(
+        (response.body.as_str(), response.generation()),
+        ("hello from hotswap, saved\n", Some(2))
+    );
+    assert_eq!(
+        get(address, "/counter").await.unwrap().body,
+        "2\n",
+        "the counter survives the swap"
+    );
+
+    // `hotswap reload` builds, swaps, and says how long it took.
+    app.edit_library("hello from hotswap, saved\\n", "hello from hotswap, reloaded\\n");
+    let reloaded = app.hotswap(&["reload"]);
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+    let line = stdout(&reloaded);
+    assert!(line.starts_with("swapped to generation 3 in "), "{line}");
+    assert!(
+        line.contains(" ms (build ")
+            && line.contains(" ms, swap ")
+            && line.trim_end().ends_with(" ms)"),
+        "{line}"
+    );
+    assert_eq!(get(address, "/").await.unwrap().body, "hello from hotswap, reloaded\n");
+    assert_eq!(get(address, "/counter").await.unwrap().body, "2\n");
+
+    // Nothing changed: no swap.
+    let again = app.hotswap(&["reload"]);
+    assert!(
+        stdout(&again).starts_with("unchanged: generation 3 keeps serving"),
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_save_keeps_the_old_code_and_reports_the_error() {
+    let app = App::scaffold("broken-build");
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let address = daemon.address();
+    let mut events = daemon.subscriber().await;
+
+    app.edit_library(
+        "let value = self.counter.fetch_add(1, Ordering::SeqCst) + 1;",
+        "let value: u64 = \"not a number\";",
+    );
+    let client = daemon.client().await;
+    client.request::<DidSave>(DidSaveParams { paths: vec![app.path("src/lib.rs")] }).await.unwrap();
+    let finished =
+        wait_for_event(&mut events, SWAP_TIMEOUT, |event| matches!(event, Event::BuildFinished(_)))
+            .await;
+    let Event::BuildFinished(finished) = finished else { unreachable!() };
+    assert_eq!(finished.outcome, BuildOutcome::Failed);
+    let error = finished
+        .diagnostics
+        .iter()
+        .find(|d| d.severity == Severity::Error)
+        .expect("an error diagnostic");
+    assert_eq!(error.code.as_deref(), Some("E0308"));
+    assert_eq!(
+        error.file.as_deref(),
+        Some(app.path("src/lib.rs").canonicalize().unwrap().as_path())
+    );
+    let line = error.range.expect("a range").start.line;
+    let text = std::fs::read_to_string(app.path("src/lib.rs")).unwrap();
+    assert!(
+        text.lines().nth(line as usize).unwrap().contains("not a number"),
+        "the range points at the error"
+    );
+
+    // The old code keeps serving.
+    let response = get(address, "/").await.unwrap();
+    assert_eq!((response.status, response.generation()), (200, Some(1)));
+
+    // The CLI shows the compiler's error with file and line, and fails.
+    let reloaded = app.hotswap(&["reload"]);
+    assert!(!reloaded.status.success());
+    let message = stderr(&reloaded);
+    assert!(message.contains("error[E0308]: mismatched types"), "{message}");
+    assert!(message.contains(&format!("src/lib.rs:{}", line + 1)), "{message}");
+    assert!(message.contains("the current generation keeps serving"), "{message}");
+
+    // Fixing it swaps.
+    app.edit_library(
+        "let value: u64 = \"not a number\";",
+        "let value = self.counter.fetch_add(1, Ordering::SeqCst) + 1;",
+    );
+    let fixed = app.hotswap(&["reload"]);
+    assert!(fixed.status.success(), "{}", stderr(&fixed));
+    assert_eq!(get(address, "/").await.unwrap().generation(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_quick_saves_build_at_most_twice_and_end_on_the_last_content() {
+    let app = App::scaffold("quick-saves");
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let mut events = daemon.subscriber().await;
+    let client = daemon.client().await;
+    let mut previous = "hello from hotswap\\n".to_owned();
+    for save in 1..=10 {
+        let next = format!("save number {save}\\n");
+        app.edit_library(&previous, &next);
+        previous = next;
+        client
+            .request::<DidSave>(DidSaveParams { paths: vec![app.path("src/lib.rs")] })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut builds = 0;
+    let swapped = wait_for_event(&mut events, SWAP_TIMEOUT, |event| {
+        if matches!(event, Event::BuildStarted(_)) {
+            builds += 1;
+        }
+        matches!(event, Event::SwapFinished(_))
+    })
+    .await;
+    assert!(builds <= 2, "{builds} builds for 10 quick saves");
+    let Event::SwapFinished(swapped) = swapped else { unreachable!() };
+    assert_eq!(get(daemon.address(), "/").await.unwrap().body, "save number 10\n");
+    assert_eq!(swapped.generation, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_outside_the_handler_are_ignored_and_say_so() {
+    let app = App::scaffold("outside-saves");
+    let daemon = app.serve().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().join("notes.rs");
+    std::fs::write(&outside, "// not part of the app\n").unwrap();
+    let saved = app.hotswap(&["save", outside.to_str().unwrap()]);
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    assert_eq!(
+        stdout(&saved).trim(),
+        format!("ignored {}: outside the handler's packages", outside.display())
+    );
+    let config = app.hotswap(&["save", "hotswap.toml"]);
+    assert!(
+        stdout(&config).contains("take effect when `hotswap serve` restarts"),
+        "{}",
+        stdout(&config)
+    );
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_messages_without_a_daemon_or_a_workspace() {
+    let app = App::scaffold("no-daemon");
+    let status = app.hotswap(&["status"]);
+    assert!(!status.status.success());
+    let expected = format!(
+        "error: no hotswap daemon for {}; start one with `hotswap serve`",
+        app.directory.canonicalize().unwrap().display()
+    );
+    assert_eq!(stderr(&status).trim(), expected);
+
+    let empty = tempfile::tempdir().unwrap();
+    let reload = hotswap_tests::binaries::hotswap(empty.path(), &app.runtime_dir, &["reload"]);
+    assert!(!reload.status.success());
+    assert!(stderr(&reload).contains("no hotswap.toml in"), "{}", stderr(&reload));
+    assert!(stderr(&reload).contains("hotswap new"), "{}", stderr(&reload));
+}
