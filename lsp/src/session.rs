@@ -302,7 +302,9 @@ impl Session {
                 status = auto_started_exit(&mut self.auto_started) => Wake::AutoStartedDaemonExited(status),
                 _ = editor_process_check.tick(), if self.editor_process.is_some() => Wake::CheckEditorProcess,
             };
-            tracing::debug!("session: {wake:?}");
+            if !matches!(wake, Wake::CheckEditorProcess) {
+                tracing::debug!("session: {wake:?}");
+            }
             match wake {
                 Wake::Editor(None) => {
                     break SessionEnd::InputEnded { after_shutdown: self.shutdown_requested };
