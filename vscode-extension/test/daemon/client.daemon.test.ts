@@ -178,7 +178,12 @@ test("the client against the real daemon: endpoint, handshake, save, broken save
 
     // Shutdown: the daemon exits cleanly.
     assert.deepEqual(await client.request("shutdown", {}), {});
-    const code = await Promise.race([daemon.exited, new Promise((resolve) => setTimeout(() => { resolve("still running"); }, 30_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([
+      daemon.exited,
+      new Promise((resolve) => (timer = setTimeout(() => { resolve("still running after 30 s"); }, 30_000))),
+    ]);
+    clearTimeout(timer);
     assert.equal(code, 0, daemon.log);
   } finally {
     client.close();
