@@ -38,11 +38,12 @@ use hotswap_protocol::events::{
 };
 use hotswap_protocol::messages::GenerationStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use artifact::{Fingerprint, GenerationFiles};
 use events::EventSink;
-use generation::{Generation, ShutdownResult, StartError};
+use generation::{EngineLinks, Generation, ReturnedConnection, ShutdownResult, StartError};
 use library::{LoadError, LoadedLibrary};
 
 /// A purged connection's grace to write its 503s (mirrors the SDK's).
@@ -172,12 +173,16 @@ struct Inner {
     shutting_down: AtomicBool,
     /// What HTTP clients are told while no generation is loaded.
     unavailable_reason: Mutex<String>,
+    /// Connections draining generations gave back, for `serve` to pass on.
+    returned_sender: mpsc::UnboundedSender<ReturnedConnection>,
+    returned: Mutex<Option<mpsc::UnboundedReceiver<ReturnedConnection>>>,
 }
 
 impl Engine {
     /// An engine with no generation loaded yet.
     pub fn new(config: EngineConfig, events: EventSink) -> io::Result<Self> {
         let files = GenerationFiles::new(config.generations_dir.clone())?;
+        let (returned_sender, returned) = mpsc::unbounded_channel();
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -195,6 +200,8 @@ impl Engine {
                 leaked_bytes: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 unavailable_reason: Mutex::new("no handler is loaded yet".to_owned()),
+                returned_sender,
+                returned: Mutex::new(Some(returned)),
             }),
         })
     }
@@ -319,7 +326,10 @@ impl Engine {
             max_body_bytes: config.max_body_bytes,
         };
         let spawned = {
-            let events = self.inner.events.clone();
+            let links = EngineLinks {
+                events: self.inner.events.clone(),
+                returned: self.inner.returned_sender.clone(),
+            };
             let file = file.clone();
             let init_timeout = config.init_timeout;
             tokio::task::spawn_blocking(move || {
@@ -329,7 +339,7 @@ impl Engine {
                     file,
                     fingerprint,
                     init_config,
-                    events,
+                    links,
                     init_timeout,
                 )
             })
@@ -418,6 +428,11 @@ impl Engine {
         }
 
         let clock = Instant::now();
+        // The old generation stops keeping connections alive before the new one is published,
+        // so that a request read after the swap is read by the new code.
+        if let Some(previous) = current.as_ref() {
+            previous.begin_drain(config.drain_timeout);
+        }
         *self.inner.published.lock().expect("published") = Some(generation.clone());
         let previous = current.replace(generation);
         drop(current);
@@ -457,7 +472,8 @@ impl Engine {
         self.inner.history.lock().expect("history").iter().any(|entry| entry.file == file)
     }
 
-    /// Drains `generation` in the background, then shuts it down and unloads it.
+    /// Waits in the background for `generation` (already told to drain) to finish its
+    /// connections, then shuts it down and unloads it.
     fn retire(&self, generation: Arc<Generation>) {
         *generation.retired_at.lock().expect("retired_at") = Some(Instant::now());
         self.inner.draining.lock().expect("draining").push(generation.clone());
@@ -470,7 +486,6 @@ impl Engine {
     async fn drain_and_unload(&self, generation: Arc<Generation>) {
         let drain_timeout = self.inner.config.drain_timeout;
         let started = Instant::now();
-        generation.begin_drain(drain_timeout);
         let deadline =
             tokio::time::Instant::now() + drain_timeout + PURGE_GRACE + Duration::from_secs(1);
         wait_until_idle(&generation, deadline).await;
@@ -545,49 +560,55 @@ impl Engine {
     }
 
     /// Accepts HTTP connections on `listener` and hands each to the current generation, until
-    /// `shutdown` completes. While no generation is loaded, connections get a 503 that says why.
+    /// `shutdown` completes. Connections that draining generations give back go to the current
+    /// generation too. While no generation is loaded, connections get a 503 that says why.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        let mut returned =
+            self.inner.returned.lock().expect("returned").take().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::AlreadyExists, "the engine is already serving")
+            })?;
         let mut unavailable = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
-            let accepted = tokio::select! {
+            let (socket, unread) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                accepted = listener.accept() => accepted,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Out of descriptors or a connection reset before accept: keep serving.
-                    tracing::warn!("accept failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+                Some(connection) = returned.recv() => (connection.socket, connection.unread),
+                accepted = listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
+                    Ok(stream) => (OwnedFd::from(stream), Vec::new()),
+                    Err(error) => {
+                        // Out of descriptors or a connection reset before accept: keep serving.
+                        tracing::warn!("accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
             };
             while unavailable.try_join_next().is_some() {}
             let current = self.inner.current.read().await.clone();
             match current {
-                Some(generation) => match stream.into_std() {
-                    Ok(stream) => {
-                        if !generation.serve(OwnedFd::from(stream)) {
-                            tracing::warn!(
-                                "generation {} is gone; a connection was closed",
-                                generation.number
-                            );
-                        }
+                Some(generation) => {
+                    if !generation.serve(socket, unread) {
+                        tracing::warn!(
+                            "generation {} is gone; a connection was closed",
+                            generation.number
+                        );
                     }
-                    Err(error) => tracing::warn!("cannot hand over a connection: {error}"),
-                },
+                }
                 None => {
                     let reason = self.inner.unavailable_reason.lock().expect("reason").clone();
-                    unavailable.spawn(answer_unavailable(stream, reason));
+                    let stream = std::net::TcpStream::from(socket);
+                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                        unavailable.spawn(answer_unavailable(stream, reason));
+                    }
                 }
             }
         }
+        *self.inner.returned.lock().expect("returned") = Some(returned);
         unavailable.shutdown().await;
         Ok(())
     }
@@ -600,6 +621,7 @@ impl Engine {
         let current = self.inner.current.write().await.take();
         self.inner.published.lock().expect("published").take();
         if let Some(current) = current {
+            current.begin_drain(self.inner.config.drain_timeout);
             self.retire(current);
         }
         let mut retirements =

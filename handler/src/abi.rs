@@ -195,6 +195,13 @@ pub struct HostCallbacks {
     /// A request started, or ended with a [`request_outcome`].
     pub request_started: unsafe extern "C" fn(context: *const c_void),
     pub request_finished: unsafe extern "C" fn(context: *const c_void, outcome: u32),
+    /// Gives an open connection back to the host, at a request boundary, with the bytes already
+    /// read from it but not yet processed: a draining generation hands its idle keep-alive
+    /// connections back this way, and the host passes them to the current generation, so the
+    /// client's next request meets the new code without the connection being closed. The host
+    /// takes ownership of the socket.
+    pub return_connection:
+        unsafe extern "C" fn(context: *const c_void, socket: i64, unread: ByteSlice),
 }
 
 /// The library's functions. See the module documentation for the thread they run on.
@@ -218,11 +225,15 @@ pub struct HandlerFunctions {
         message: *mut OwnedBuffer,
     ) -> u32,
     /// Takes ownership of an accepted, non-blocking TCP socket (a file descriptor on Unix) and
-    /// serves HTTP on it. Returns a [`status`]; on failure the socket has been closed.
-    pub serve_connection: unsafe extern "C" fn(instance: *mut c_void, socket: i64) -> u32,
-    /// Stop keeping connections alive: finish the requests in flight, close idle connections.
-    /// After `purge_after_ms`, requests still running are answered 503 and their connections
-    /// closed.
+    /// serves HTTP on it, starting with the bytes `unread` (already read from the socket by
+    /// whoever had it before; empty for a new connection). Returns a [`status`]; on failure the
+    /// socket has been closed.
+    pub serve_connection:
+        unsafe extern "C" fn(instance: *mut c_void, socket: i64, unread: ByteSlice) -> u32,
+    /// Stop keeping connections alive: finish the requests in flight (their responses say
+    /// `connection: close`) and give idle connections back with
+    /// [`HostCallbacks::return_connection`]. After `purge_after_ms`, requests still running are
+    /// answered 503 and their connections closed.
     pub begin_drain: unsafe extern "C" fn(instance: *mut c_void, purge_after_ms: u64),
     /// Serializes the app's state into `out` (left empty when the app keeps none). Returns a
     /// [`status`]; on failure `out` holds the message.
@@ -294,6 +305,7 @@ pub const LAYOUT_HASH: u64 = {
     hash = hash.u64(offset_of!(HostCallbacks, connection_closed) as u64);
     hash = hash.u64(offset_of!(HostCallbacks, request_started) as u64);
     hash = hash.u64(offset_of!(HostCallbacks, request_finished) as u64);
+    hash = hash.u64(offset_of!(HostCallbacks, return_connection) as u64);
     hash = hash.layout(size_of::<HandlerFunctions>(), align_of::<HandlerFunctions>());
     hash = hash
         .u64(offset_of!(HandlerFunctions, init) as u64)

@@ -4,3 +4,4 @@
 pub mod artifacts;
 pub mod binaries;
 pub mod http;
+pub mod load;

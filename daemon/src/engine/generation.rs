@@ -8,7 +8,7 @@
 //! threads that are gone by then.
 
 use std::ffi::c_void;
-use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use hotswap_handler::abi::{
     request_outcome, status,
 };
 use hotswap_protocol::events::{Event, HandlerPanicked, LogLevel, LogLine};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::artifact::Fingerprint;
 use super::events::EventSink;
@@ -37,13 +37,28 @@ pub struct Counters {
     pub cut: AtomicU64,
     /// Woken whenever the last connection closes.
     pub idle: Notify,
-    events: EventSink,
+    links: EngineLinks,
+}
+
+/// Where a generation's callbacks deliver what concerns the whole engine.
+#[derive(Debug, Clone)]
+pub struct EngineLinks {
+    pub events: EventSink,
+    /// Connections the library gives back, for the current generation to serve.
+    pub returned: mpsc::UnboundedSender<ReturnedConnection>,
+}
+
+/// A connection a draining generation gave back, with the bytes it had read but not processed.
+#[derive(Debug)]
+pub struct ReturnedConnection {
+    pub socket: OwnedFd,
+    pub unread: Vec<u8>,
 }
 
 /// What the generation thread is asked to do.
 enum Command {
     Start { state: Vec<u8>, policy: u32, reply: oneshot::Sender<(u32, String)> },
-    Connection(OwnedFd),
+    Connection(OwnedFd, Vec<u8>),
     ExportState { reply: oneshot::Sender<Result<Vec<u8>, String>> },
     BeginDrain { purge_after: Duration },
     Shutdown { timeout: Duration, reply: oneshot::Sender<(u32, String)> },
@@ -93,7 +108,7 @@ impl Generation {
         library_file: PathBuf,
         artifact_fingerprint: Option<Fingerprint>,
         config: InitConfig,
-        events: EventSink,
+        links: EngineLinks,
         init_timeout: Duration,
     ) -> Result<Arc<Generation>, (StartError, Option<LoadedLibrary>)> {
         let counters = Arc::new(Counters {
@@ -104,7 +119,7 @@ impl Generation {
             panics: AtomicU64::new(0),
             cut: AtomicU64::new(0),
             idle: Notify::new(),
-            events,
+            links,
         });
         let functions = library.functions;
         let callbacks = HostCallbacks {
@@ -115,6 +130,7 @@ impl Generation {
             connection_closed: on_connection_closed,
             request_started: on_request_started,
             request_finished: on_request_finished,
+            return_connection: on_return_connection,
         };
         let (commands, receiver) = std::sync::mpsc::channel();
         let (init_reply, init_result) = std::sync::mpsc::channel();
@@ -206,10 +222,10 @@ impl Generation {
         }
     }
 
-    /// Hands an accepted connection to the generation. `false` if it is gone (the socket is then
-    /// closed).
-    pub fn serve(&self, socket: OwnedFd) -> bool {
-        self.send(Command::Connection(socket))
+    /// Hands a connection to the generation, with bytes already read from it (empty for a new
+    /// one). `false` if the generation is gone (the socket is then closed).
+    pub fn serve(&self, socket: OwnedFd, unread: Vec<u8>) -> bool {
+        self.send(Command::Connection(socket, unread))
     }
 
     /// Asks the app for its state (empty: it keeps none).
@@ -346,10 +362,13 @@ fn generation_thread(
                 };
                 let _ = reply.send((code, take_message(&functions, message)));
             }
-            Command::Connection(socket) => {
+            Command::Connection(socket, unread) => {
                 let raw = socket.into_raw_fd();
-                // SAFETY: instance is live; ownership of the descriptor passes to the library.
-                let code = unsafe { (functions.serve_connection)(instance, i64::from(raw)) };
+                // SAFETY: instance is live; ownership of the descriptor passes to the library, and
+                // the bytes outlive the call.
+                let code = unsafe {
+                    (functions.serve_connection)(instance, i64::from(raw), ByteSlice::new(&unread))
+                };
                 if code != status::OK {
                     tracing::warn!(
                         generation = config.generation,
@@ -423,7 +442,7 @@ unsafe extern "C" fn on_log(
                 tracing::trace!(target: "handler", generation, "{target}: {message}")
             }
         }
-        counters.events.send(Event::Log(LogLine {
+        counters.links.events.send(Event::Log(LogLine {
             level,
             target,
             message,
@@ -444,7 +463,7 @@ unsafe extern "C" fn on_panic(context: *const c_void, message: ByteSlice, locati
             generation = counters.generation,
             "handler panicked at {location}: {message}"
         );
-        counters.events.send(Event::HandlerPanicked(HandlerPanicked {
+        counters.links.events.send(Event::HandlerPanicked(HandlerPanicked {
             generation: counters.generation,
             message,
             location: (!location.is_empty()).then_some(location),
@@ -463,6 +482,22 @@ unsafe extern "C" fn on_connection_closed(context: *const c_void) {
     if counters.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
         counters.idle.notify_waiters();
     }
+}
+
+unsafe extern "C" fn on_return_connection(context: *const c_void, socket: i64, unread: ByteSlice) {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: per the ABI, context is ours, the socket's ownership passes to us, and the
+        // bytes live for the call.
+        let (counters, socket, unread) = unsafe {
+            (
+                counters(context),
+                OwnedFd::from_raw_fd(socket as std::os::fd::RawFd),
+                unread.as_bytes().to_vec(),
+            )
+        };
+        // If the engine stopped serving, the socket is closed here.
+        let _ = counters.links.returned.send(ReturnedConnection { socket, unread });
+    });
 }
 
 unsafe extern "C" fn on_request_started(context: *const c_void) {

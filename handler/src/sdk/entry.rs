@@ -132,15 +132,20 @@ unsafe extern "C" fn start<A: Handler>(
 unsafe extern "C" fn serve_connection<A: Handler>(
     instance_pointer: *mut c_void,
     socket: i64,
+    unread: ByteSlice,
 ) -> u32 {
     let result = catch(|| {
         let stream = adopt_socket(socket);
+        // SAFETY: the host's bytes live for the call; they are copied.
+        let unread = bytes::Bytes::copy_from_slice(unsafe { unread.as_bytes() });
         // SAFETY: per the ABI contract.
         let instance = unsafe { instance::<A>(instance_pointer) };
         let Some(app) = instance.app.clone() else { return status::FAILED };
         stream.set_nonblocking(true).ok();
         let shared = instance.shared.clone();
-        instance.runtime().spawn(super::http_service::serve_connection(stream, app, shared));
+        instance
+            .runtime()
+            .spawn(super::http_service::serve_connection(stream, unread, app, shared));
         status::OK
     });
     result.unwrap_or(status::PANICKED)

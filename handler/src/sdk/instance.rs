@@ -50,6 +50,12 @@ impl Host {
         }
     }
 
+    /// Gives a connection back to the host (which then owns the socket).
+    pub(crate) fn return_connection(&self, socket: i64, unread: &[u8]) {
+        // SAFETY: as in `log`; ownership of the socket passes to the host.
+        unsafe { (self.0.return_connection)(self.0.context, socket, ByteSlice::new(unread)) }
+    }
+
     /// Reports a connection as open until the guard is dropped.
     pub(crate) fn connection(&self) -> ConnectionGuard {
         // SAFETY: as in `log`.
