@@ -201,8 +201,13 @@ fn new(
     for file in &made.files {
         println!("  {}", file.strip_prefix(&made.directory).unwrap_or(file).display());
     }
+    let serves = if listen.port() == 0 {
+        "on a free port (`hotswap status` shows it)".to_owned()
+    } else {
+        format!("http://{listen}")
+    };
     println!(
-        "\nnext:\n  cd {}\n  hotswap serve        # builds, then serves http://{listen}",
+        "\nnext:\n  cd {}\n  hotswap serve        # builds, then serves {serves}",
         made.directory.display()
     );
     println!("  # edit src/lib.rs, then save from your editor or run `hotswap save src/lib.rs`");

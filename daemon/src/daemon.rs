@@ -329,14 +329,22 @@ impl Daemon {
         }
     }
 
-    /// When the pending build should start; none while a cancelled build is still exiting.
+    /// When the pending build should start (or, if a build runs, when to cancel it). A running
+    /// build is cancelled only for saves made since it started: a `reload` waits for it and
+    /// builds after it, since nothing says the files changed meanwhile.
     fn next_due(&self) -> Option<tokio::time::Instant> {
-        let cancelling = self.running.as_ref().is_some_and(|running| running.cancel.is_none());
-        if cancelling { None } else { self.pending.as_ref().map(|pending| pending.due) }
+        let pending = self.pending.as_ref()?;
+        match &self.running {
+            None => Some(pending.due),
+            Some(running) if running.cancel.is_some() && !pending.paths.is_empty() => {
+                Some(pending.due)
+            }
+            Some(_) => None,
+        }
     }
 
     /// The pending build is due: cancel a stale running build first (its exit brings us back
-    /// here), else start.
+    /// here, see [`Daemon::next_due`]), else start.
     fn start_due_build(&mut self) {
         if let Some(running) = &mut self.running {
             if let Some(cancel) = running.cancel.take() {
