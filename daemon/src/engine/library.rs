@@ -36,8 +36,9 @@ impl LoadedLibrary {
     pub fn open(path: &Path) -> Result<(Self, std::time::Duration), LoadError> {
         // SAFETY: loading runs the library's initialisers; a hotswap handler library has only
         // Rust's, which touch no thread-local state of this thread.
-        let library = unsafe { libloading::Library::new(path) }
-            .map_err(|error| LoadError::Load(format!("cannot load {}: {error}", path.display())))?;
+        let library = unsafe { libloading::Library::new(path) }.map_err(|error| {
+            LoadError::Load(format!("cannot load {}: {}", path.display(), with_source(&error)))
+        })?;
         // SAFETY: the symbol's type is the ABI's entry function type.
         let entry = unsafe { library.get::<EntryFunction>(abi::ENTRY_SYMBOL) }.map_err(|_| {
             LoadError::Load(
@@ -68,12 +69,21 @@ impl LoadedLibrary {
 
     /// `dlclose`s the library. Call only when no thread can run its code any more.
     pub fn close(self) -> Result<(), String> {
-        self.library.close().map_err(|error| error.to_string())
+        self.library.close().map_err(|error| with_source(&error))
     }
 
     /// Keeps the library mapped for the rest of the process (its threads may still run).
     pub fn leak(self) {
         std::mem::forget(self.library);
+    }
+}
+
+/// An error and its source: libloading keeps `dlerror()`'s text (which says *why*: a missing
+/// file, an undefined symbol, a wrong architecture) in the source, not in its own message.
+fn with_source(error: &libloading::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
     }
 }
 
@@ -111,7 +121,11 @@ mod tests {
         let path = temp.path().join("libbroken.so");
         std::fs::write(&path, b"\x7fELF but truncated").unwrap();
         match LoadedLibrary::open(&path) {
-            Err(LoadError::Load(message)) => assert!(message.contains("libbroken.so"), "{message}"),
+            Err(LoadError::Load(message)) => {
+                assert!(message.contains("libbroken.so"), "{message}");
+                // dlerror's reason, not only "dlopen failed".
+                assert!(message.contains("file too short"), "{message}");
+            }
             other => panic!("expected a load error, got {other:?}"),
         }
     }
