@@ -34,6 +34,9 @@ impl LoadedLibrary {
     /// code that could pin the library.
     /// Also returns the time the header check took.
     pub fn open(path: &Path) -> Result<(Self, std::time::Duration), LoadError> {
+        check_complete_file(path).map_err(|reason| {
+            LoadError::Load(format!("cannot load {}: {reason}", path.display()))
+        })?;
         // SAFETY: loading runs the library's initialisers; a hotswap handler library has only
         // Rust's, which touch no thread-local state of this thread.
         let library = unsafe { libloading::Library::new(path) }.map_err(|error| {
@@ -87,6 +90,55 @@ fn with_source(error: &libloading::Error) -> String {
     }
 }
 
+/// Refuses an ELF file whose loadable segments reach past its end (a truncated or half-written
+/// library). `dlopen` maps such a file without complaint, and the first touch of a page past
+/// the end kills the whole process with SIGBUS. Files that are not ELF are left to `dlopen`,
+/// which refuses them with a message of its own.
+fn check_complete_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).map_err(|error| format!("cannot open it: {error}"))?;
+    let size = file.metadata().map_err(|error| format!("cannot read it: {error}"))?.len();
+    let mut header = [0u8; 64];
+    if file.read_exact_at(&mut header, 0).is_err()
+        || header[..4] != *b"\x7fELF"
+        || header[4] != 2
+        || header[5] != 1
+    {
+        // Not a 64-bit little-endian ELF file: dlopen says what is wrong with it.
+        return Ok(());
+    }
+    let truncated = |what: String| {
+        format!("the file is truncated or corrupt: {what}, but it has only {size} bytes")
+    };
+    let program_headers = u64::from_le_bytes(header[32..40].try_into().expect("8 bytes"));
+    let entry_size = u64::from(u16::from_le_bytes([header[54], header[55]]));
+    let entries = u64::from(u16::from_le_bytes([header[56], header[57]]));
+    let table_length = entries * entry_size;
+    if entry_size < 56 || program_headers.checked_add(table_length).is_none_or(|end| end > size) {
+        return Err(truncated(format!("its program headers start at byte {program_headers}")));
+    }
+    let mut table = vec![0u8; table_length as usize];
+    file.read_exact_at(&mut table, program_headers)
+        .map_err(|error| format!("cannot read its program headers: {error}"))?;
+    const PT_LOAD: u32 = 1;
+    const PT_DYNAMIC: u32 = 2;
+    for (index, entry) in table.chunks_exact(entry_size as usize).enumerate() {
+        let kind = u32::from_le_bytes(entry[0..4].try_into().expect("4 bytes"));
+        if kind != PT_LOAD && kind != PT_DYNAMIC {
+            continue;
+        }
+        let offset = u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes"));
+        let file_size = u64::from_le_bytes(entry[32..40].try_into().expect("8 bytes"));
+        if offset.checked_add(file_size).is_none_or(|end| end > size) {
+            return Err(truncated(format!(
+                "segment {index} needs bytes {offset} to {}",
+                offset.saturating_add(file_size)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Bytes of `path` still mapped into this process, from `/proc/self/maps`; `None` where that
 /// file does not exist.
 pub fn mapped_bytes(path: &Path) -> Option<u64> {
@@ -125,6 +177,28 @@ mod tests {
                 assert!(message.contains("libbroken.so"), "{message}");
                 // dlerror's reason, not only "dlopen failed".
                 assert!(message.contains("file too short"), "{message}");
+            }
+            other => panic!("expected a load error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_truncated_library_is_refused_before_dlopen_maps_it() {
+        let temp = tempfile::tempdir().unwrap();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let libc_path = maps
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(5))
+            .find(|path| path.contains("libc.so") || path.contains("libc-"))
+            .expect("libc is mapped")
+            .to_owned();
+        let bytes = std::fs::read(&libc_path).unwrap();
+        assert_eq!(check_complete_file(Path::new(&libc_path)), Ok(()));
+        let path = temp.path().join("libtruncated.so");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        match LoadedLibrary::open(&path) {
+            Err(LoadError::Load(message)) => {
+                assert!(message.contains("truncated or corrupt"), "{message}")
             }
             other => panic!("expected a load error, got {other:?}"),
         }
