@@ -48,7 +48,6 @@ use library::{LoadError, LoadedLibrary};
 
 /// A purged connection's grace to write its 503s (mirrors the SDK's).
 const PURGE_GRACE: Duration = Duration::from_secs(1);
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -394,7 +393,8 @@ impl Engine {
             StatePolicy::Fresh => state_policy::FRESH,
             StatePolicy::Reject => state_policy::REJECT,
         };
-        match generation.start(state, policy, START_TIMEOUT).await {
+        // `Handler::new` runs here, while new connections wait: it gets the init timeout.
+        match generation.start(state, policy, config.init_timeout).await {
             Ok(None) => {}
             Ok(Some(reason)) => warnings.push(match previous_number {
                 Some(previous) => format!(
