@@ -352,7 +352,11 @@ impl Engine {
                     Some(library) => {
                         let _ = library.close();
                     }
-                    None => self.count_leak(library::mapped_bytes(&file).unwrap_or(0)),
+                    None => {
+                        let bytes = library::mapped_bytes(&file).unwrap_or(0);
+                        self.count_leak(bytes);
+                        self.report_refused_leak(number, bytes, "its init never returned");
+                    }
                 }
                 files.remove(&file);
                 let (StartError::Init(message) | StartError::State(message)) = error;
@@ -521,13 +525,29 @@ impl Engine {
     async fn dispose(&self, generation: Arc<Generation>) {
         let (outcome, leaked_bytes, reason) = self.unload(&generation).await;
         if outcome == RetireOutcome::Leaked {
-            tracing::warn!(
-                "refused generation {} could not be unloaded ({leaked_bytes} bytes): {}",
+            self.report_refused_leak(
                 generation.number,
-                reason.unwrap_or_default()
+                leaked_bytes,
+                reason.as_deref().unwrap_or("unknown reason"),
             );
         }
         self.inner.files.remove(&generation.library_file);
+    }
+
+    /// A refused generation that stays mapped is reported like a retired one: in the log, in
+    /// `status` (counted by the caller) and as an event, never silently.
+    fn report_refused_leak(&self, number: u64, leaked_bytes: u64, reason: &str) {
+        tracing::warn!(
+            "refused generation {number} could not be unloaded and stays mapped ({leaked_bytes} bytes): {reason}"
+        );
+        self.inner.events.send(Event::GenerationRetired(GenerationRetired {
+            generation: number,
+            outcome: RetireOutcome::Leaked,
+            leaked_bytes,
+            reason: Some(format!("refused at start and could not be unloaded: {reason}")),
+            drain_ms: 0.0,
+            requests_cut: 0,
+        }));
     }
 
     async fn unload(&self, generation: &Generation) -> (RetireOutcome, u64, Option<String>) {
