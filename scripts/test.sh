@@ -21,6 +21,7 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p hotswap-lsp --all-targets --features real-daemon-tests --locked -- -D warnings
+cargo clippy -p hotswap-handler --all-targets --all-features --locked -- -D warnings
 (cd examples && cargo clippy --workspace --locked -- -D warnings)
 
 step "cargo build (the hotswap and hotswap-lsp binaries)"
@@ -29,6 +30,9 @@ export HOTSWAP_BIN="$repository/target/debug/hotswap"
 
 step "cargo test --workspace"
 cargo test --workspace --locked
+
+step "hotswap-handler with every feature (the axum adapter)"
+cargo test -p hotswap-handler --all-features --locked
 
 step "hotswap-lsp in neovim and Emacs against the real daemon"
 cargo test -p hotswap-lsp --features real-daemon-tests --locked real_daemon

@@ -375,6 +375,7 @@ impl Daemon {
             paths,
         }));
         let (cancel, cancelled) = oneshot::channel();
+        let initial = pending.reason == BuildReason::Initial;
         let spec = self.parts.build.clone();
         let subscribers = self.parts.subscribers.clone();
         let messages = self.messages.clone();
@@ -382,6 +383,9 @@ impl Daemon {
             let progress = |line: crate::builder::ProgressLine| {
                 if line.blocked {
                     tracing::warn!("build {id}: {} (another cargo holds the lock)", line.message);
+                } else if initial {
+                    // The first build compiles every dependency: show that it moves.
+                    tracing::info!("build {id}: {}", line.message);
                 } else {
                     tracing::debug!("build {id}: {}", line.message);
                 }

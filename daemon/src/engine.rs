@@ -581,7 +581,8 @@ impl Engine {
 
     /// Accepts HTTP connections on `listener` and hands each to the current generation, until
     /// `shutdown` completes. Connections that draining generations give back go to the current
-    /// generation too. While no generation is loaded, connections get a 503 that says why.
+    /// generation too. While no generation is loaded, connections get a 503 that says why. An
+    /// engine serves once: a second call fails.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
@@ -628,7 +629,8 @@ impl Engine {
                 }
             }
         }
-        *self.inner.returned.lock().expect("returned") = Some(returned);
+        // From now on connections given back are closed: nothing serves them any more.
+        drop(returned);
         unavailable.shutdown().await;
         Ok(())
     }

@@ -1,8 +1,20 @@
 //! Serve an axum [`Router`](::axum::Router) from a [`Handler`](crate::Handler).
 //!
-//! ```ignore
-//! async fn handle(&self, request: Request) -> Response {
-//!     hotswap_handler::axum::serve(&self.router, request).await
+//! ```
+//! use hotswap_handler::{Handler, Request, Response};
+//!
+//! pub struct App {
+//!     router: axum::Router,
+//! }
+//!
+//! impl Handler for App {
+//!     type State = ();
+//!     fn new((): ()) -> Self {
+//!         App { router: axum::Router::new().route("/", axum::routing::get(|| async { "hi" })) }
+//!     }
+//!     async fn handle(&self, request: Request) -> Response {
+//!         hotswap_handler::axum::serve(&self.router, request).await
+//!     }
 //! }
 //! ```
 

@@ -5,7 +5,7 @@
 //! (the generation's tokio runtime, serving HTTP with hyper, catching panics, moving state between
 //! generations, forwarding `tracing` records to the daemon) is done here.
 //!
-//! ```ignore
+//! ```
 //! use hotswap_handler::{Body, Handler, Request, Response};
 //!
 //! pub struct Hello;
@@ -36,6 +36,9 @@ pub use sdk::{Body, BoxError, Handler, Request, Response};
 
 #[cfg(feature = "axum")]
 pub mod axum;
+
+#[cfg(feature = "standalone")]
+pub mod standalone;
 
 #[cfg(feature = "sdk")]
 pub use {bytes, http, serde_json, tokio, tracing};

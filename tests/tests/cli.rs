@@ -204,3 +204,60 @@ async fn clear_messages_without_a_daemon_or_a_workspace() {
     assert!(stderr(&reload).contains("no hotswap.toml in"), "{}", stderr(&reload));
     assert!(stderr(&reload).contains("hotswap new"), "{}", stderr(&reload));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_cargos_lock_shows_as_progress_not_a_silent_hang() {
+    let app = App::scaffold("locked-build");
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let mut events = daemon.subscriber().await;
+    // Another cargo (rust-analyzer, a terminal) holds the build directory's lock.
+    let lock_path = hotswap_tests::artifacts::shared_handler_target_dir().join("debug/.cargo-lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.lock().unwrap();
+    app.edit_library("hello from hotswap\\n", "hello after the lock\\n");
+    let reload = {
+        let directory = app.directory.clone();
+        let runtime_dir = app.runtime_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            hotswap_tests::binaries::hotswap(&directory, &runtime_dir, &["reload"])
+        })
+    };
+    let blocked = wait_for_event(
+        &mut events,
+        SWAP_TIMEOUT,
+        |event| matches!(event, Event::BuildProgress(p) if p.blocked),
+    )
+    .await;
+    let Event::BuildProgress(blocked) = blocked else { unreachable!() };
+    assert!(blocked.message.contains("Blocking waiting for file lock"), "{}", blocked.message);
+    assert!(daemon.status().await.building, "status says a build is running");
+    lock.unlock().unwrap();
+    let reloaded = reload.await.unwrap();
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+    assert_eq!(get(daemon.address(), "/").await.unwrap().body, "hello after the lock\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_cargo_says_so() {
+    let app = App::scaffold("no-cargo");
+    let output = std::process::Command::new(hotswap_tests::binaries::binary("hotswap"))
+        .arg("serve")
+        .current_dir(&app.directory)
+        .env("XDG_RUNTIME_DIR", &app.runtime_dir)
+        .env("PATH", "/usr/bin:/bin")
+        .env_remove("CARGO")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("cannot run `cargo`: it is not installed or not on PATH"),
+        "{message}"
+    );
+}

@@ -248,3 +248,45 @@ async fn continuous_load_across_100_swaps_loses_no_request() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_tracing_reaches_the_host_with_its_generation() {
+    let todo = example_library("todo");
+    let mut running = Running::start(|_| {}).await;
+    let generation = running.swap(&todo).await;
+    let created =
+        request(running.address, "POST", "/todos", r#"{"title":"log me"}"#).await.unwrap();
+    assert_eq!(created.status, 201);
+    let logged = running
+        .wait_for(|event| matches!(event, Event::Log(line) if line.generation.is_some()))
+        .await;
+    let Event::Log(line) = logged else { unreachable!() };
+    assert_eq!(line.generation, Some(generation));
+    assert_eq!(line.target, "todo");
+    assert_eq!(line.message, "created an item id=1");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_serves_the_previous_artifact_again() {
+    let first = fixture_library(&[]);
+    let second = fixture_library(&["second"]);
+    let running = Running::start(|_| {}).await;
+    assert!(matches!(
+        running.engine.rollback().await,
+        Err(hotswap_daemon::engine::RollbackError::NothingToRollBack)
+    ));
+    running.swap(&first).await;
+    running.swap(&second).await;
+    assert_eq!(get(running.address, "/").await.unwrap().body, "second build\n");
+    let report = running.engine.rollback().await.unwrap();
+    assert_eq!(report.generation, 3);
+    let response = get(running.address, "/").await.unwrap();
+    assert_eq!((response.body.as_str(), response.generation()), ("first build\n", Some(3)));
+    // Nothing older is left: a second rollback has nowhere to go.
+    assert!(matches!(
+        running.engine.rollback().await,
+        Err(hotswap_daemon::engine::RollbackError::NothingToRollBack)
+    ));
+    running.stop().await;
+}

@@ -129,6 +129,9 @@ pub(crate) async fn run_neovim_scenario(version: &str, app: &ScenarioApp) {
     command
         .args(["--headless", "-u", "NONE", "-i", "NONE", "-n", "-c"])
         .arg(format!("luafile {}", scenario_file("neovim.lua").display()))
+        // The scenario quits by itself; if it cannot even start (a Lua error at load), this
+        // exits with an error instead of leaving a headless editor waiting forever.
+        .args(["-c", "cquit 3"])
         .current_dir(&app.root);
     run_scenario(command, app, &format!("neovim {version}")).await;
 }
