@@ -60,6 +60,8 @@ enum Message {
     BuildDone {
         build: u64,
         output: BuildOutput,
+        /// `cargo metadata` read again, when a manifest was among the saves.
+        packages: Option<Result<PackageSet, String>>,
     },
     SwapDone {
         build: Option<u64>,
@@ -201,7 +203,12 @@ impl Daemon {
     fn handle(&mut self, message: Message) {
         match message {
             Message::Request { request, reply } => self.request(request, reply),
-            Message::BuildDone { build, output } => self.build_done(build, output),
+            Message::BuildDone { build, output, packages } => {
+                if let Some(packages) = packages {
+                    self.packages_refreshed(packages);
+                }
+                self.build_done(build, output);
+            }
             Message::SwapDone { build, result, build_ms, cause } => {
                 self.swap_done(build, result, build_ms, cause)
             }
@@ -358,6 +365,15 @@ impl Daemon {
         self.builds_started += 1;
         let id = self.builds_started;
         let paths = pending.paths;
+        // A saved manifest may add or remove local packages: read them again before building, so
+        // that saves after this build are judged against the new set.
+        let refresh = paths.iter().any(|path| self.parts.packages.is_manifest(path)).then(|| {
+            (
+                self.parts.build.cargo.clone(),
+                self.parts.info.workspace_root.clone(),
+                self.parts.packages.handler.clone(),
+            )
+        });
         tracing::info!(
             "build {id} of {} started ({})",
             self.parts.info.package,
@@ -395,9 +411,19 @@ impl Daemon {
                     blocked: line.blocked,
                 }));
             };
+            let packages = match refresh {
+                Some((cargo, root, package)) => Some(
+                    tokio::task::spawn_blocking(move || {
+                        PackageSet::discover(&cargo, &root, Some(&package))
+                    })
+                    .await
+                    .unwrap_or_else(|error| Err(format!("reading cargo metadata failed: {error}"))),
+                ),
+                None => None,
+            };
             let output = run_build(&spec, progress, cancelled).await;
             if let Some(messages) = messages.upgrade() {
-                let _ = messages.send(Message::BuildDone { build: id, output }).await;
+                let _ = messages.send(Message::BuildDone { build: id, output, packages }).await;
             }
         });
         self.running = Some(RunningBuild {
@@ -407,6 +433,24 @@ impl Daemon {
             task,
             superseded: false,
         });
+    }
+
+    fn packages_refreshed(&mut self, packages: Result<PackageSet, String>) {
+        match packages {
+            Ok(packages) => {
+                if packages.package_roots != self.parts.packages.package_roots {
+                    let roots: Vec<String> = packages
+                        .package_roots
+                        .iter()
+                        .map(|root| root.display().to_string())
+                        .collect();
+                    tracing::info!("the handler's packages are now: {}", roots.join(", "));
+                }
+                self.parts.build.library_name = packages.library_name.clone();
+                self.parts.packages = packages;
+            }
+            Err(error) => tracing::warn!("could not read the handler's packages again: {error}"),
+        }
     }
 
     fn build_done(&mut self, build: u64, output: BuildOutput) {

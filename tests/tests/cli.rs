@@ -261,3 +261,65 @@ async fn serve_without_cargo_says_so() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_path_dependency_joins_the_handlers_packages() {
+    let app = App::scaffold("grows-a-dependency");
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let mut events = daemon.subscriber().await;
+    let client = daemon.client().await;
+
+    // A local crate the handler does not use yet: saving it builds nothing.
+    let shared = app.directory.parent().unwrap().join("greetings");
+    std::fs::create_dir_all(shared.join("src")).unwrap();
+    std::fs::write(
+        shared.join("Cargo.toml"),
+        "[package]\nname = \"greetings\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        shared.join("src/lib.rs"),
+        "pub fn greeting() -> &'static str {\n    \"hello from a path dependency\\n\"\n}\n",
+    )
+    .unwrap();
+    let saved = client
+        .request::<DidSave>(DidSaveParams { paths: vec![shared.join("src/lib.rs")] })
+        .await
+        .unwrap();
+    assert_eq!(saved.ignored.len(), 1, "{saved:?}");
+
+    // The handler starts to depend on it: the manifest's save makes its package part of the set.
+    let manifest = std::fs::read_to_string(app.path("Cargo.toml")).unwrap();
+    let manifest = manifest
+        .replace("[dependencies]\n", "[dependencies]\ngreetings = { path = \"../greetings\" }\n");
+    std::fs::write(app.path("Cargo.toml"), manifest).unwrap();
+    app.edit_library(
+        "text(StatusCode::OK, \"hello from hotswap\\n\".to_owned())",
+        "text(StatusCode::OK, greetings::greeting().to_owned())",
+    );
+    client
+        .request::<DidSave>(DidSaveParams {
+            paths: vec![app.path("Cargo.toml"), app.path("src/lib.rs")],
+        })
+        .await
+        .unwrap();
+    wait_for_event(&mut events, SWAP_TIMEOUT, |event| matches!(event, Event::SwapFinished(_)))
+        .await;
+    assert_eq!(get(daemon.address(), "/").await.unwrap().body, "hello from a path dependency\n");
+
+    // Now a save in the dependency builds and swaps.
+    std::fs::write(
+        shared.join("src/lib.rs"),
+        "pub fn greeting() -> &'static str {\n    \"changed in the dependency\\n\"\n}\n",
+    )
+    .unwrap();
+    let saved = client
+        .request::<DidSave>(DidSaveParams { paths: vec![shared.join("src/lib.rs")] })
+        .await
+        .unwrap();
+    assert_eq!((saved.accepted.len(), saved.ignored.len()), (1, 0), "{saved:?}");
+    wait_for_event(&mut events, SWAP_TIMEOUT, |event| matches!(event, Event::SwapFinished(_)))
+        .await;
+    assert_eq!(get(daemon.address(), "/").await.unwrap().body, "changed in the dependency\n");
+}
