@@ -11,7 +11,6 @@ import { after, before, test } from "node:test";
 
 import type { Browser } from "playwright-core";
 
-import { DaemonClient } from "../src/client";
 import { canonicalWorkspaceRoot, currentEnvironment, deriveEndpoint } from "../src/endpoint";
 import { temporaryDirectory } from "../test/support/paths";
 import {
@@ -68,18 +67,8 @@ test("real VS Code and the real daemon: save swaps the code, a broken save keeps
   const daemon = serve;
   const info = await daemon.waitUntilServing(endpoint, { name: "e2e" }, 60_000);
   assert.equal(info.listenAddress, listen);
-  // Wait for the first generation (the initial build) before VS Code opens.
-  let generation: number | undefined;
-  const firstBuildDeadline = Date.now() + FIRST_BUILD_MS;
-  while (generation === undefined) {
-    const { client, info: current } = await DaemonClient.connectAndInitialize(endpoint, { name: "e2e" });
-    client.close();
-    generation = current.generation;
-    if (generation !== undefined) break;
-    if (!daemon.running) throw new Error(`the daemon exited:\n${daemon.log}`);
-    if (Date.now() > firstBuildDeadline) throw new Error(`no generation serves after ${FIRST_BUILD_MS} ms:\n${daemon.log}`);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
+  // The first generation (the start-up build) serves before VS Code opens.
+  const generation = await daemon.waitForFirstGeneration(endpoint, FIRST_BUILD_MS);
   assert.ok((await body(listen)).includes(SCAFFOLD_GREETING));
   const counter = firstInteger((await httpRequest(listen, "POST", "/counter")).body);
 

@@ -107,11 +107,8 @@ test("the client against the real daemon: endpoint, handshake, save, broken save
     const socketMode = (await stat(endpoint)).mode & 0o777;
     assert.equal(socketMode & 0o077, 0, `the socket is private (mode ${socketMode.toString(8)})`);
 
-    // The first generation: either already serving, or after the initial build.
-    let generation = info.generation;
-    if (generation === undefined) {
-      generation = (await log.next("swapFinished", 0, () => true, FIRST_BUILD_MS, daemon)).params.generation;
-    }
+    // The first generation: either already serving, or after the start-up build.
+    let generation = await daemon.waitForFirstGeneration(endpoint, FIRST_BUILD_MS);
     const before = await httpRequest(listen, "GET", "/");
     assert.equal(before.status, 200);
     assert.ok(before.body.includes(SCAFFOLD_GREETING), before.body);
@@ -130,7 +127,7 @@ test("the client against the real daemon: endpoint, handshake, save, broken save
     let mark = log.events.length;
     const saved = await client.request("didSave", { paths: [canonicalLibRs] });
     assert.deepEqual(saved.accepted, [canonicalLibRs]);
-    const firstSwap = await log.next("swapFinished", mark, (swap) => swap.generation > (generation ?? 0), REBUILD_MS, daemon);
+    const firstSwap = await log.next("swapFinished", mark, (swap) => swap.generation > generation, REBUILD_MS, daemon);
     assert.equal(firstSwap.params.rollback, false);
     const started = await log.next("buildStarted", mark, () => true, 0, daemon);
     assert.equal(started.params.reason, "save");
@@ -157,7 +154,7 @@ test("the client against the real daemon: endpoint, handshake, save, broken save
     await writeFile(libRs, original.replace(SCAFFOLD_GREETING, `${SCAFFOLD_GREETING}, edited twice`));
     mark = log.events.length;
     await client.request("didSave", { paths: [canonicalLibRs] });
-    const secondSwap = await log.next("swapFinished", mark, (swap) => swap.generation > (generation ?? 0), REBUILD_MS, daemon);
+    const secondSwap = await log.next("swapFinished", mark, (swap) => swap.generation > generation, REBUILD_MS, daemon);
     const clean = await log.next("buildFinished", mark, () => true, 0, daemon);
     assert.equal(clean.params.outcome, "succeeded");
     assert.ok(!clean.params.diagnostics.some((diagnostic) => diagnostic.severity === "error"));

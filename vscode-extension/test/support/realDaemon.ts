@@ -140,6 +140,39 @@ export class ServeProcess {
     }
   }
 
+  /**
+   * Waits until a generation serves (the start-up build can take minutes) and returns its number.
+   * Fails at once, with the daemon's output, when that build fails, the swap is refused, or the
+   * daemon exits.
+   */
+  async waitForFirstGeneration(endpoint: string, timeoutMs: number): Promise<number> {
+    const { client, info } = await DaemonClient.connectAndInitialize(endpoint, { name: "test-first-generation" });
+    try {
+      let failure: string | undefined;
+      let generation = info.generation;
+      client.onEvent((event) => {
+        if (event.method === "swapFinished") generation ??= event.params.generation;
+        if (event.method === "swapFailed") failure = `the swap was refused at stage ${event.params.stage}: ${event.params.message}`;
+        if (event.method === "buildFinished" && event.params.outcome === "failed") {
+          failure = `the build failed:\n${event.params.diagnostics.map((diagnostic) => diagnostic.rendered ?? diagnostic.message).join("\n")}`;
+        }
+      });
+      await client.request("subscribe", {});
+      // The generation may have started serving between initialize and subscribe.
+      generation ??= (await client.request("status", {})).currentGeneration;
+      const deadline = Date.now() + timeoutMs;
+      while (generation === undefined) {
+        if (failure !== undefined) throw new Error(`no generation serves: ${failure}\n--- daemon output ---\n${this.output}`);
+        if (!this.running) throw new Error(`hotswap serve exited:\n${this.output}`);
+        if (Date.now() > deadline) throw new Error(`no generation serves after ${timeoutMs} ms:\n${this.output}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return generation;
+    } finally {
+      client.close();
+    }
+  }
+
   /** Ends the daemon if it still runs (SIGTERM, then SIGKILL after 10 s). */
   async stop(): Promise<void> {
     if (!this.running) return;
