@@ -104,8 +104,12 @@ impl GenerationFiles {
     /// Deletes a generation file that is no longer needed.
     pub fn remove(&self, path: &Path) {
         if let Ok(metadata) = std::fs::metadata(path) {
-            // The last link of an inode we linked: it can no longer be confused with a new one.
+            // The last link of an inode we linked: it can no longer be confused with a new one,
+            // unless its library is still loaded (a generation still draining when the rollback
+            // history forgets it, or a leaked one): then the inode stays reserved, or a new
+            // link to it would make `dlopen` hand the new generation the loaded library.
             if metadata.nlink() <= 2
+                && super::library::mapped_bytes(path).unwrap_or(0) == 0
                 && let Some(linked) = linked_inodes().as_mut()
             {
                 linked.remove(&(metadata.dev(), metadata.ino()));
