@@ -51,6 +51,9 @@ const PURGE_GRACE: Duration = Duration::from_secs(1);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(5);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a swap waits for the old generation to switch to draining (its thread runs only
+/// short calls, so this is reached only if that thread is stuck in the library).
+const BEGIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What happens when the old generation's state cannot be moved into the new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -435,7 +438,7 @@ impl Engine {
         // The old generation stops keeping connections alive before the new one is published,
         // so that a request read after the swap is read by the new code.
         if let Some(previous) = current.as_ref() {
-            previous.begin_drain(config.drain_timeout);
+            previous.begin_drain(config.drain_timeout, BEGIN_DRAIN_TIMEOUT).await;
         }
         *self.inner.published.lock().expect("published") = Some(generation.clone());
         let previous = current.replace(generation);
@@ -643,7 +646,7 @@ impl Engine {
         let current = self.inner.current.write().await.take();
         self.inner.published.lock().expect("published").take();
         if let Some(current) = current {
-            current.begin_drain(self.inner.config.drain_timeout);
+            current.begin_drain(self.inner.config.drain_timeout, BEGIN_DRAIN_TIMEOUT).await;
             self.retire(current);
         }
         let mut retirements =

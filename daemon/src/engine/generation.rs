@@ -60,7 +60,7 @@ enum Command {
     Start { state: Vec<u8>, policy: u32, reply: oneshot::Sender<(u32, String)> },
     Connection(OwnedFd, Vec<u8>),
     ExportState { reply: oneshot::Sender<Result<Vec<u8>, String>> },
-    BeginDrain { purge_after: Duration },
+    BeginDrain { purge_after: Duration, done: oneshot::Sender<()> },
     Shutdown { timeout: Duration, reply: oneshot::Sender<(u32, String)> },
 }
 
@@ -241,8 +241,15 @@ impl Generation {
         }
     }
 
-    pub fn begin_drain(&self, purge_after: Duration) {
-        self.send(Command::BeginDrain { purge_after });
+    /// Tells the generation to drain, and waits (at most `timeout`) until it has: from then on
+    /// its connections read no new request, so one sent after this returns meets the next
+    /// generation. (Telling without waiting let a busy generation keep serving new requests
+    /// for several swaps.)
+    pub async fn begin_drain(&self, purge_after: Duration, timeout: Duration) {
+        let (done, drained) = oneshot::channel();
+        if self.send(Command::BeginDrain { purge_after, done }) {
+            let _ = tokio::time::timeout(timeout, drained).await;
+        }
     }
 
     /// Shuts the generation down and joins its thread; then the library may be unloaded
@@ -387,10 +394,11 @@ fn generation_thread(
                     Err(String::from_utf8_lossy(&bytes).into_owned())
                 });
             }
-            Command::BeginDrain { purge_after } => {
+            Command::BeginDrain { purge_after, done } => {
                 let purge_ms = u64::try_from(purge_after.as_millis()).unwrap_or(u64::MAX);
                 // SAFETY: instance is live.
                 unsafe { (functions.begin_drain)(instance, purge_ms) };
+                let _ = done.send(());
             }
             Command::Shutdown { timeout, reply } => {
                 let _ = reply.send(shutdown(timeout));

@@ -54,9 +54,12 @@ pub(crate) async fn serve_connection<A: Handler>(
     let mut phase = shared.phase.clone();
     if unread.is_empty() {
         // Nothing read yet: until the client speaks, the connection can still move on whole.
+        // The phase first: a connection of a draining generation moves on even if the
+        // client has spoken meanwhile.
         let first_bytes = tokio::select! {
-            ready = stream.readable() => ready.is_ok(),
+            biased;
             _ = phase.wait_for(|phase| *phase != Phase::Serving) => false,
+            ready = stream.readable() => ready.is_ok(),
         };
         if !first_bytes {
             if *phase.borrow() != Phase::Serving {
@@ -96,9 +99,13 @@ pub(crate) async fn serve_connection<A: Handler>(
             .await;
             return;
         }
+        // The phase first: when a drain and a new request arrive together, the connection
+        // stops keeping alive before hyper reads the request, so the request moves with the
+        // connection to the new generation instead of meeting the old code.
         let finished = tokio::select! {
-            result = poll_fn(|cx| connection.poll_without_shutdown(cx)) => Some(result.is_ok()),
+            biased;
             changed = phase.changed() => if changed.is_err() { Some(false) } else { None },
+            result = poll_fn(|cx| connection.poll_without_shutdown(cx)) => Some(result.is_ok()),
         };
         match finished {
             None => continue,
