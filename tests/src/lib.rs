@@ -4,4 +4,5 @@
 pub mod artifacts;
 pub mod binaries;
 pub mod http;
+pub mod in_process;
 pub mod load;

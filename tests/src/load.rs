@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::http::HttpConnection;
+use crate::http::{HttpConnection, HttpResponse};
 
 /// What a load run saw.
 #[derive(Debug, Default)]
@@ -45,6 +45,9 @@ impl CurrentGeneration {
     }
 }
 
+/// Decides whether a response is right; `Err` says what is wrong with it.
+pub type ResponseCheck = Arc<dyn Fn(&HttpResponse) -> Result<(), String> + Send + Sync>;
+
 /// Runs `connections` workers sending `GET path` to `address` until `stop` is set.
 pub async fn run_load(
     address: SocketAddr,
@@ -54,9 +57,28 @@ pub async fn run_load(
     current: Arc<CurrentGeneration>,
     stop: Arc<AtomicBool>,
 ) -> LoadReport {
+    let check: ResponseCheck = Arc::new(move |response: &HttpResponse| {
+        if response.status != 200 || !expected_bodies.contains(&response.body.as_str()) {
+            return Err(format!("status {} body {:?}", response.status, response.body));
+        }
+        Ok(())
+    });
+    run_checked_load(address, path, connections, check, current, stop).await
+}
+
+/// Like [`run_load`], with `check` deciding whether each response is right (it may compare the
+/// body with the generation that answered).
+pub async fn run_checked_load(
+    address: SocketAddr,
+    path: &'static str,
+    connections: usize,
+    check: ResponseCheck,
+    current: Arc<CurrentGeneration>,
+    stop: Arc<AtomicBool>,
+) -> LoadReport {
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let (current, stop) = (current.clone(), stop.clone());
+        let (current, stop, check) = (current.clone(), stop.clone(), check.clone());
         workers.spawn(async move {
             let mut report = LoadReport::default();
             let mut connection: Option<(HttpConnection, u64)> = None;
@@ -84,7 +106,7 @@ pub async fn run_load(
                                 report.retries += 1;
                                 continue;
                             }
-                            break Err(format!("request: {error}"));
+                            break Err(format!("request: {error} ({error:?})"));
                         }
                     }
                 };
@@ -99,8 +121,8 @@ pub async fn run_load(
                 if response.closes_connection() {
                     connection = None;
                 }
-                if response.status != 200 || !expected_bodies.contains(&response.body.as_str()) {
-                    report.failures.push(format!("status {} body {:?}", response.status, response.body));
+                if let Err(failure) = check(&response) {
+                    report.failures.push(failure);
                     continue;
                 }
                 let Some(generation) = response.generation() else {

@@ -1,0 +1,120 @@
+//! A swap engine serving HTTP on a loopback port inside the test process, with its events, for
+//! tests that drive the engine directly with real libraries.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hotswap_daemon::engine::events::EventSink;
+use hotswap_daemon::engine::{Engine, EngineConfig, SwapFailure, SwapReport};
+use hotswap_protocol::events::Event;
+use tokio::sync::mpsc;
+
+/// An engine serving on `127.0.0.1:<free port>` until [`InProcessEngine::stop`].
+#[derive(Debug)]
+pub struct InProcessEngine {
+    pub engine: Engine,
+    pub address: SocketAddr,
+    events: mpsc::Receiver<Event>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    generations: tempfile::TempDir,
+}
+
+impl InProcessEngine {
+    /// Starts an engine with a 2 s drain timeout, changed by `configure`.
+    pub async fn start(configure: impl FnOnce(&mut EngineConfig)) -> InProcessEngine {
+        let generations = tempfile::tempdir().unwrap();
+        let mut config = EngineConfig::new(generations.path().to_path_buf());
+        config.drain_timeout = Duration::from_secs(2);
+        configure(&mut config);
+        let (sink, events) = EventSink::channel(1_000_000);
+        let engine = Engine::new(config, sink).unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let engine = engine.clone();
+            async move {
+                engine
+                    .serve(listener, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        InProcessEngine {
+            engine,
+            address,
+            events,
+            stop: Some(stop),
+            server: Some(server),
+            generations,
+        }
+    }
+
+    /// The directory the engine gives each generation its own library file in.
+    pub fn generations_dir(&self) -> &Path {
+        self.generations.path()
+    }
+
+    pub async fn try_swap(&self, library: &Path) -> Result<SwapReport, SwapFailure> {
+        self.engine.swap(library).await
+    }
+
+    /// Swaps to `library` and returns the new generation's number; panics if refused.
+    pub async fn swap(&self, library: &Path) -> u64 {
+        match self.engine.swap(library).await {
+            Ok(report) => report.generation,
+            Err(failure) => panic!("swap to {} failed: {failure}", library.display()),
+        }
+    }
+
+    /// Waits up to `timeout` for the first event `matches` accepts, skipping others.
+    pub async fn wait_for_event(
+        &mut self,
+        timeout: Duration,
+        mut matches: impl FnMut(&Event) -> bool,
+    ) -> Event {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) if matches(&event) => return event,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the event channel closed"),
+                Err(_) => panic!("no matching event within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Every event that has arrived so far, without waiting.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            events.push(event);
+        }
+        events
+    }
+
+    /// Stops accepting, drains and unloads every generation.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("running").send(());
+        self.server.take().expect("running").await.unwrap().unwrap();
+        self.engine.shutdown().await;
+    }
+}
+
+/// Paths of library files from `directory` that this process has mapped now.
+pub fn mapped_files_under(directory: &Path) -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let prefix = directory.to_string_lossy().into_owned();
+    let mut files: Vec<String> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
