@@ -1,0 +1,379 @@
+//! The apps the benchmark edits and builds, kept apart from the repository's `examples/` so that a
+//! run never touches files other people work on: copies of `examples/hello` and `examples/todo`
+//! (each with a `hotswap.toml` for the daemon), and each app again as one ordinary binary
+//! (`<app>-standalone`, serving the same `src/lib.rs` with `hotswap_handler::standalone`), in one
+//! cargo workspace under `target/hotswap-bench/apps` with one shared target directory.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A one-line change the benchmark makes to an app, again and again, each time with a new number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OneLineEdit {
+    /// Text of the original `src/lib.rs` that the edit replaces.
+    pub(crate) original: &'static str,
+    /// The replacement; `{edit}` becomes `(edit N)`, which then shows in the response body.
+    pub(crate) replacement: &'static str,
+}
+
+/// An example app as the benchmark uses it.
+#[derive(Debug, Clone)]
+pub(crate) struct BenchApp {
+    pub(crate) name: String,
+    pub(crate) directory: PathBuf,
+    pub(crate) source_file: PathBuf,
+    original_source: String,
+    edit: OneLineEdit,
+    /// The path whose response shows the edit.
+    pub(crate) request_path: &'static str,
+    pub(crate) standalone_package: String,
+}
+
+/// The apps and how each is changed: the greeting of `hello`, the summary line of `todo`.
+pub(crate) const APPS: [(&str, OneLineEdit, &str); 2] = [
+    (
+        "hello",
+        OneLineEdit {
+            original: "\"hello from hotswap\\n\"",
+            replacement: "\"hello from hotswap {edit}\\n\"",
+        },
+        "/",
+    ),
+    (
+        "todo",
+        OneLineEdit {
+            original: "\"todo: {} items, {open} open\\n\"",
+            replacement: "\"todo {edit}: {} items, {open} open\\n\"",
+        },
+        "/",
+    ),
+];
+
+impl BenchApp {
+    /// Rewrites `src/lib.rs` with edit number `number` (as an editor saves: the whole file) and
+    /// returns the text that responses of the new code contain.
+    pub(crate) fn write_edit(&self, number: u64) -> anyhow::Result<String> {
+        let marker = format!("(edit {number})");
+        let replacement = self.edit.replacement.replace("{edit}", &marker);
+        let text = self.original_source.replacen(self.edit.original, &replacement, 1);
+        std::fs::write(&self.source_file, text)
+            .with_context(|| format!("cannot write {}", self.source_file.display()))?;
+        Ok(marker)
+    }
+
+    /// Puts the unedited source back.
+    pub(crate) fn restore(&self) -> anyhow::Result<()> {
+        std::fs::write(&self.source_file, &self.original_source)
+            .with_context(|| format!("cannot write {}", self.source_file.display()))
+    }
+
+    /// The `hotswap.toml` of the app's daemon, with `debounce_ms`.
+    pub(crate) fn write_hotswap_toml(&self, debounce_ms: u64) -> anyhow::Result<()> {
+        let path = self.directory.join("hotswap.toml");
+        let mut config: toml::Table = std::fs::read_to_string(&path)?.parse()?;
+        let server = table_entry(&mut config, "server");
+        server.insert("listen".into(), "127.0.0.1:0".into());
+        let build = table_entry(&mut config, "build");
+        build.insert("target_dir".into(), "../target".into());
+        build.insert("debounce_ms".into(), toml::Value::Integer(debounce_ms as i64));
+        let text = format!(
+            "# Written by hotswap-bench from examples/{}/hotswap.toml.\n{}",
+            self.name,
+            toml::to_string(&config)?
+        );
+        std::fs::write(&path, text)?;
+        Ok(())
+    }
+}
+
+fn table_entry<'a>(table: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    let entry = table.entry(key).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    entry.as_table_mut().expect("made a table above")
+}
+
+/// The benchmark's cargo workspace.
+#[derive(Debug, Clone)]
+pub(crate) struct BenchWorkspace {
+    pub(crate) root: PathBuf,
+    /// Every build of the apps (daemon, floor, standalone binaries) happens here.
+    pub(crate) target_dir: PathBuf,
+    /// Builds with full debug info (the ~20 MiB library of the swap-cost case).
+    pub(crate) debuginfo_target_dir: PathBuf,
+    pub(crate) apps: Vec<BenchApp>,
+}
+
+impl BenchWorkspace {
+    /// Lays out the workspace under `bench_dir` from the repository's examples (sources are
+    /// copied afresh on every run; the target directories are kept, so dependencies build once).
+    pub(crate) fn prepare(repository: &Path, bench_dir: &Path) -> anyhow::Result<Self> {
+        let root = bench_dir.join("apps");
+        std::fs::create_dir_all(&root)?;
+        let examples = repository.join("examples");
+        let mut members = Vec::new();
+        let mut apps = Vec::new();
+        for (name, edit, request_path) in APPS {
+            let directory = root.join(name);
+            copy_directory(&examples.join(name), &directory, &["target"])?;
+            let source_file = directory.join("src/lib.rs");
+            let original_source = std::fs::read_to_string(&source_file)?;
+            if !original_source.contains(edit.original) {
+                bail!(
+                    "examples/{name}/src/lib.rs no longer contains {} (the line the benchmark edits); \
+                     update APPS in bench/src/bench_workspace.rs",
+                    edit.original
+                );
+            }
+            let standalone_package = format!("{name}-standalone");
+            write_standalone_crate(
+                &directory,
+                &root.join(&standalone_package),
+                name,
+                &original_source,
+            )?;
+            members.push(name.to_owned());
+            members.push(standalone_package.clone());
+            apps.push(BenchApp {
+                name: name.to_owned(),
+                directory,
+                source_file,
+                original_source,
+                edit,
+                request_path,
+                standalone_package,
+            });
+        }
+        // The workspace manifest: the examples' own (profiles included), with our members and the
+        // SDK of this repository.
+        let mut manifest: toml::Table =
+            std::fs::read_to_string(examples.join("Cargo.toml"))?.parse()?;
+        let workspace = table_entry(&mut manifest, "workspace");
+        workspace.insert(
+            "members".into(),
+            toml::Value::Array(members.into_iter().map(toml::Value::String).collect()),
+        );
+        let dependencies = table_entry(workspace, "dependencies");
+        let mut handler = toml::Table::new();
+        handler.insert("path".into(), repository.join("handler").display().to_string().into());
+        dependencies.insert("hotswap-handler".into(), toml::Value::Table(handler));
+        std::fs::write(
+            root.join("Cargo.toml"),
+            format!(
+                "# Written by hotswap-bench from examples/Cargo.toml: the examples, and each as one binary.\n{}",
+                toml::to_string(&manifest)?
+            ),
+        )?;
+        let lock = root.join("Cargo.lock");
+        if !lock.exists() {
+            // The examples' versions, so that the benchmark measures what the examples use.
+            std::fs::copy(examples.join("Cargo.lock"), &lock)?;
+        }
+        Ok(Self {
+            target_dir: root.join("target"),
+            debuginfo_target_dir: root.join("target-debuginfo"),
+            root,
+            apps,
+        })
+    }
+
+    pub(crate) fn app(&self, name: &str) -> &BenchApp {
+        self.apps.iter().find(|app| app.name == name).expect("a known app")
+    }
+
+    /// The command the daemon runs for `app` (see `daemon/src/builder.rs`), in `target_dir`,
+    /// with extra cargo arguments (`--config` for full debug info).
+    pub(crate) fn handler_build_command(
+        &self,
+        app: &BenchApp,
+        target_dir: &Path,
+        extra: &[&str],
+    ) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(cargo_program());
+        command
+            .args(["build", "--lib", "--message-format=json", "--color=never", "--manifest-path"])
+            .arg(app.directory.join("Cargo.toml"))
+            .args(["-p", &app.name, "--profile", "dev", "--target-dir"])
+            .arg(target_dir)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// `cargo build` of the app's handler library, exactly as the daemon runs it: the floor.
+    pub(crate) async fn build_handler(&self, app: &BenchApp) -> anyhow::Result<Duration> {
+        run_timed(self.handler_build_command(app, &self.target_dir, &[]), &app.name).await
+    }
+
+    /// The handler library the last build in `target_dir` wrote.
+    pub(crate) fn handler_library(&self, app: &BenchApp, target_dir: &Path) -> PathBuf {
+        target_dir.join("debug").join(format!("lib{}.so", app.name.replace('-', "_")))
+    }
+
+    /// `cargo build` of the app as one binary: the relink of relink-and-restart.
+    pub(crate) async fn build_standalone(&self, app: &BenchApp) -> anyhow::Result<Duration> {
+        let mut command = tokio::process::Command::new(cargo_program());
+        command
+            .args(["build", "--color=never", "--manifest-path"])
+            .arg(self.root.join("Cargo.toml"))
+            .args(["-p", &app.standalone_package, "--bin", &app.standalone_package, "--target-dir"])
+            .arg(&self.target_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        run_timed(command, &app.standalone_package).await
+    }
+
+    pub(crate) fn standalone_binary(&self, app: &BenchApp) -> PathBuf {
+        self.target_dir.join("debug").join(&app.standalone_package)
+    }
+}
+
+/// Runs a cargo command and returns how long it took, or its errors.
+pub(crate) async fn run_timed(
+    mut command: tokio::process::Command,
+    what: &str,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let output = command.output().await.with_context(|| format!("cannot run cargo for {what}"))?;
+    let elapsed = started.elapsed();
+    if !output.status.success() {
+        bail!("cargo build of {what} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(elapsed)
+}
+
+/// `$CARGO` (set under `cargo run`) or `cargo`.
+pub(crate) fn cargo_program() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// Copies `from` into `to` (files overwritten only when they differ, so cargo sees no change
+/// where there is none), skipping directories named in `skip`.
+fn copy_directory(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name();
+        if skip.iter().any(|skipped| name == *skipped) {
+            continue;
+        }
+        let destination = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_directory(&entry.path(), &destination, skip)?;
+        } else {
+            let bytes = std::fs::read(entry.path())?;
+            if std::fs::read(&destination).ok().as_deref() != Some(&bytes[..]) {
+                std::fs::write(&destination, bytes)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The app as an ordinary binary: its `src/lib.rs` as a module, served by
+/// `hotswap_handler::standalone`, with the app's own dependencies.
+fn write_standalone_crate(
+    app_directory: &Path,
+    crate_directory: &Path,
+    app_name: &str,
+    source: &str,
+) -> anyhow::Result<()> {
+    let handler_type = source
+        .split("export_handler!(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .with_context(|| format!("no export_handler!(...) in examples/{app_name}/src/lib.rs"))?
+        .to_owned();
+    let mut manifest: toml::Table =
+        std::fs::read_to_string(app_directory.join("Cargo.toml"))?.parse()?;
+    manifest.remove("lib");
+    let package = table_entry(&mut manifest, "package");
+    package.insert("name".into(), format!("{app_name}-standalone").into());
+    package.insert(
+        "description".into(),
+        format!("examples/{app_name} as one ordinary binary (hotswap-bench's relink-and-restart baseline).").into(),
+    );
+    let mut binary = toml::Table::new();
+    binary.insert("name".into(), format!("{app_name}-standalone").into());
+    binary.insert("path".into(), "src/main.rs".into());
+    manifest.insert("bin".into(), toml::Value::Array(vec![toml::Value::Table(binary)]));
+    let dependencies = table_entry(&mut manifest, "dependencies");
+    let handler = match dependencies.remove("hotswap-handler") {
+        Some(toml::Value::Table(table)) => table,
+        _ => {
+            let mut table = toml::Table::new();
+            table.insert("workspace".into(), true.into());
+            table
+        }
+    };
+    let mut handler = handler;
+    let mut features: Vec<toml::Value> =
+        handler.get("features").and_then(toml::Value::as_array).cloned().unwrap_or_default();
+    features.push("standalone".into());
+    handler.insert("features".into(), toml::Value::Array(features));
+    dependencies.insert("hotswap-handler".into(), toml::Value::Table(handler));
+    let mut tokio = toml::Table::new();
+    tokio.insert("version".into(), "1".into());
+    tokio.insert("features".into(), toml::Value::Array(vec!["signal".into()]));
+    dependencies.insert("tokio".into(), toml::Value::Table(tokio));
+
+    let source_directory = crate_directory.join("src");
+    std::fs::create_dir_all(&source_directory)?;
+    let manifest_text = format!("# Written by hotswap-bench.\n{}", toml::to_string(&manifest)?);
+    write_if_changed(&crate_directory.join("Cargo.toml"), &manifest_text)?;
+    let main = STANDALONE_MAIN.replace("{app}", app_name).replace("{Handler}", &handler_type);
+    write_if_changed(&source_directory.join("main.rs"), &main)?;
+    Ok(())
+}
+
+fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
+
+/// `src/main.rs` of an app as one binary. `HOTSWAP_BENCH_LISTEN` names the address to bind unless
+/// a socket is passed with `LISTEN_FDS`; `HOTSWAP_BENCH_GRACEFUL` makes SIGTERM drain the server
+/// instead of killing it (without it, SIGTERM ends the process at once, as it does most servers).
+const STANDALONE_MAIN: &str = r#"//! examples/{app} as one ordinary binary, written by hotswap-bench: the same `src/lib.rs`, served
+//! by `hotswap_handler::standalone` (the relink-and-restart baseline).
+
+#[path = "../../{app}/src/lib.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod app;
+
+use hotswap_handler::standalone::{self, ServeOptions};
+
+fn main() -> std::io::Result<()> {
+    let address = std::env::var("HOTSWAP_BENCH_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".to_owned());
+    let listener = standalone::listener(address.as_str())?;
+    // As many runtime threads as a hotswap generation has by default.
+    let options = ServeOptions { worker_threads: 2, ..ServeOptions::default() };
+    if std::env::var_os("HOTSWAP_BENCH_GRACEFUL").is_some() {
+        standalone::serve_until::<app::{Handler}>(listener, &options, async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut terminate) => {
+                    terminate.recv().await;
+                }
+                Err(error) => eprintln!("cannot watch SIGTERM: {error}"),
+            }
+        })
+    } else {
+        standalone::serve::<app::{Handler}>(listener, &options)
+    }
+}
+"#;

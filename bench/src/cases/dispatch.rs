@@ -1,0 +1,246 @@
+//! Case 3: what the hot-swap machinery costs per request: the daemon serving a handler library
+//! against the same handler compiled into one binary (`hotswap_handler::standalone`: the same
+//! runtime and the same hyper serving, without dlopen and the daemon's accept loop).
+//!
+//! With `wrk` (installed from Debian when missing); the server on CPU 0 and wrk on CPU 1 when
+//! `taskset` is there, so that both servers get the same CPU budget.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::save_to_served::AppServers;
+use super::{BenchContext, progress, rotated};
+use crate::load_generator::start_load;
+use crate::report::{Goal, Section, Table, milliseconds, ratio};
+use crate::statistics::{median, median_ratio, percentile};
+use crate::wrk::{WrkResult, find_on_path};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Server {
+    Hotswap,
+    Standalone,
+}
+
+impl Server {
+    fn label(self) -> &'static str {
+        match self {
+            Server::Hotswap => "hotswap serve (handler library)",
+            Server::Standalone => "same handler as one binary",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Load {
+    Connections32,
+    Connections1,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Results {
+    requests_per_second: Vec<f64>,
+    p50_ms: Vec<f64>,
+    p99_ms: Vec<f64>,
+    errors: u64,
+}
+
+pub(crate) async fn run(
+    context: &mut BenchContext,
+    servers: &BTreeMap<String, AppServers>,
+    wrk: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    let apps = context.workspace.apps.clone();
+    let duration = Duration::from_secs(context.effort.dispatch_seconds);
+    let pinning = std::thread::available_parallelism().is_ok_and(|count| count.get() >= 2)
+        && find_on_path("taskset").is_some();
+    let mut results: BTreeMap<(String, Server, Load), Results> = BTreeMap::new();
+    for round in 0..context.effort.dispatch_rounds {
+        for app in &apps {
+            let app_servers = &servers[&app.name];
+            for server in rotated(&[Server::Hotswap, Server::Standalone], round) {
+                let (address, pid) = match server {
+                    Server::Hotswap => (app_servers.daemon.address, Some(app_servers.daemon.pid)),
+                    Server::Standalone => {
+                        (app_servers.restart_kill.address, app_servers.restart_kill.pid())
+                    }
+                };
+                if pinning && let Some(pid) = pid {
+                    pin_process(pid, "0");
+                }
+                if round == 0 {
+                    // Warm-up: first connections, allocator, caches.
+                    let _ = measure(
+                        wrk,
+                        address,
+                        app.request_path,
+                        Load::Connections32,
+                        Duration::from_secs(1),
+                    )
+                    .await;
+                }
+                for load in [Load::Connections32, Load::Connections1] {
+                    let result = measure(wrk, address, app.request_path, load, duration).await?;
+                    progress(format_args!(
+                        "dispatch, round {}: {} {} {:?}: {:.0} req/s, p50 {} ms, p99 {} ms",
+                        round + 1,
+                        app.name,
+                        server.label(),
+                        load,
+                        result.requests_per_second,
+                        milliseconds(result.latency_p50_ms),
+                        milliseconds(result.latency_p99_ms)
+                    ));
+                    let entry = results.entry((app.name.clone(), server, load)).or_default();
+                    entry.requests_per_second.push(result.requests_per_second);
+                    entry.p50_ms.push(result.latency_p50_ms);
+                    entry.p99_ms.push(result.latency_p99_ms);
+                    entry.errors += result.errors;
+                }
+                if pinning && let Some(pid) = pid {
+                    let all = format!(
+                        "0-{}",
+                        std::thread::available_parallelism().map_or(1, |count| count.get()) - 1
+                    );
+                    pin_process(pid, &all);
+                }
+            }
+        }
+    }
+
+    let mut table = Table::new(&[
+        "app",
+        "server",
+        "32 connections: req/s",
+        "p99 ms",
+        "1 connection: req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+    ]);
+    for app in &apps {
+        for server in [Server::Hotswap, Server::Standalone] {
+            let wide = results
+                .get(&(app.name.clone(), server, Load::Connections32))
+                .cloned()
+                .unwrap_or_default();
+            let single = results
+                .get(&(app.name.clone(), server, Load::Connections1))
+                .cloned()
+                .unwrap_or_default();
+            let show = |values: &[f64]| {
+                median(values).map_or("–".to_owned(), |value| format!("{value:.0}"))
+            };
+            table.push(vec![
+                app.name.clone(),
+                server.label().to_owned(),
+                show(&wide.requests_per_second),
+                milliseconds(median(&wide.p99_ms).unwrap_or(f64::NAN)),
+                show(&single.requests_per_second),
+                milliseconds(median(&single.p50_ms).unwrap_or(f64::NAN)),
+                milliseconds(median(&single.p99_ms).unwrap_or(f64::NAN)),
+                (wide.errors + single.errors).to_string(),
+            ]);
+        }
+        let get = |server, load| {
+            results.get(&(app.name.clone(), server, load)).cloned().unwrap_or_default()
+        };
+        let throughput = median_ratio(
+            &get(Server::Hotswap, Load::Connections32).requests_per_second,
+            &get(Server::Standalone, Load::Connections32).requests_per_second,
+        )
+        .unwrap_or(f64::NAN);
+        let single = median_ratio(
+            &get(Server::Hotswap, Load::Connections1).requests_per_second,
+            &get(Server::Standalone, Load::Connections1).requests_per_second,
+        )
+        .unwrap_or(f64::NAN);
+        let p99 = median_ratio(
+            &get(Server::Standalone, Load::Connections32).p99_ms,
+            &get(Server::Hotswap, Load::Connections32).p99_ms,
+        )
+        .unwrap_or(f64::NAN);
+        table.push(vec![
+            app.name.clone(),
+            "**ratio hotswap ÷ binary**".to_owned(),
+            ratio(throughput),
+            format!("{} (binary ÷ hotswap)", ratio(p99)),
+            ratio(single),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+        context.goals.push(Goal {
+            name: format!(
+                "{}: dispatch throughput, hotswap ÷ one binary (32 connections)",
+                app.name
+            ),
+            target: "≥ 0.90".into(),
+            measured: ratio(throughput),
+            met: Some(throughput >= 0.90),
+        });
+    }
+    let mut section = Section::new("3. Dispatch overhead");
+    section.tables.push(table);
+    let tool = match wrk {
+        Some(_) => format!(
+            "`wrk -t2 -c32 -d{0}s --latency` and `wrk -t1 -c1 -d{0}s --latency`",
+            duration.as_secs()
+        ),
+        None => format!(
+            "the built-in load generator (wrk could not be installed), {} s per run",
+            duration.as_secs()
+        ),
+    };
+    section.notes.push(format!(
+        "{} rounds, servers alternated, {tool}{}; ratios are medians of per-round ratios. \
+         Both servers run the app built with the dev profile (what `hotswap serve` builds by default), 2 runtime threads each.",
+        context.effort.dispatch_rounds,
+        if pinning { "; server pinned to CPU 0 and load generator to CPU 1 with taskset" } else { "" }
+    ));
+    context.sections.push(section);
+    Ok(())
+}
+
+/// Sets the CPU affinity of every thread of `pid` (threads started later inherit it).
+fn pin_process(pid: u32, cpus: &str) {
+    let _ = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status();
+}
+
+async fn measure(
+    wrk: Option<&PathBuf>,
+    address: SocketAddr,
+    path: &str,
+    load: Load,
+    duration: Duration,
+) -> anyhow::Result<WrkResult> {
+    let (threads, connections) = match load {
+        Load::Connections32 => (2, 32),
+        Load::Connections1 => (1, 1),
+    };
+    match wrk {
+        Some(wrk) => {
+            let (wrk, path) = (wrk.clone(), path.to_owned());
+            tokio::task::spawn_blocking(move || {
+                crate::wrk::run(&wrk, address, &path, threads, connections, duration, Some(1))
+            })
+            .await?
+        }
+        None => {
+            let running = start_load(address, path, connections as usize, true);
+            tokio::time::sleep(duration).await;
+            let report = running.stop().await;
+            let latencies_ms: Vec<f64> = report.latencies_us.iter().map(|us| us / 1000.0).collect();
+            Ok(WrkResult {
+                requests_per_second: report.answered as f64 / report.elapsed.as_secs_f64(),
+                latency_p50_ms: percentile(&latencies_ms, 50.0).unwrap_or(f64::NAN),
+                latency_p99_ms: percentile(&latencies_ms, 99.0).unwrap_or(f64::NAN),
+                errors: report.lost(),
+            })
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Case 1: from an editor's save to the first response with the new code, for hotswap (a
+//! `didSave` message, and `hotswap reload`), against the bare `cargo build` of the same change
+//! (the floor) and against relink-and-restart of the same app as one binary.
+//!
+//! Every path starts right after the edited file is written and, except the floor, ends when a
+//! client that polls `GET /` every millisecond first gets the new body. The same poller runs
+//! during the floor's build too (against the daemon), so every path competes with it for CPU.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hotswap_protocol::messages::ReloadOutcome;
+
+use super::{BenchContext, progress, rotated};
+use crate::bench_workspace::BenchApp;
+use crate::daemon_process::DaemonProcess;
+use crate::load_generator::poll_until_body_contains;
+use crate::report::{Goal, Section, Table, median_and_range, milliseconds, ratio};
+use crate::restart_supervisor::{RestartStyle, StandaloneServer};
+use crate::statistics::{Summary, median, median_difference, median_ratio};
+
+/// How often the client asks for the page.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(1);
+const NEW_CODE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The servers of one app during the run.
+#[derive(Debug)]
+pub(crate) struct AppServers {
+    pub(crate) daemon: DaemonProcess,
+    pub(crate) restart_kill: StandaloneServer,
+    pub(crate) restart_handoff: StandaloneServer,
+}
+
+impl AppServers {
+    pub(crate) fn restart_server(&mut self, style: RestartStyle) -> &mut StandaloneServer {
+        match style {
+            RestartStyle::KillAndRebind => &mut self.restart_kill,
+            RestartStyle::SocketHandoffGraceful => &mut self.restart_handoff,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SavePath {
+    Floor,
+    HotswapSave,
+    HotswapReload,
+    Restart(RestartStyleKey),
+}
+
+/// `RestartStyle` as an ordered key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RestartStyleKey {
+    Kill,
+    Handoff,
+}
+
+impl RestartStyleKey {
+    fn style(self) -> RestartStyle {
+        match self {
+            RestartStyleKey::Kill => RestartStyle::KillAndRebind,
+            RestartStyleKey::Handoff => RestartStyle::SocketHandoffGraceful,
+        }
+    }
+}
+
+impl SavePath {
+    fn label(self) -> &'static str {
+        match self {
+            SavePath::Floor => "cargo build of the change (the floor)",
+            SavePath::HotswapSave => "hotswap: didSave → new code served (debounce_ms = 0)",
+            SavePath::HotswapReload => "hotswap: reload → new code served",
+            SavePath::Restart(style) => style.style().label(),
+        }
+    }
+}
+
+const PATHS: [SavePath; 5] = [
+    SavePath::Floor,
+    SavePath::HotswapSave,
+    SavePath::HotswapReload,
+    SavePath::Restart(RestartStyleKey::Kill),
+    SavePath::Restart(RestartStyleKey::Handoff),
+];
+
+/// What the daemon said about one reload: its build and swap times.
+#[derive(Debug, Default)]
+struct DaemonTimes {
+    build_ms: Vec<f64>,
+    swap_ms: Vec<f64>,
+}
+
+/// Measures every path of every app, `effort.save_rounds` times, in rotating order.
+pub(crate) async fn run(
+    context: &mut BenchContext,
+    servers: &mut BTreeMap<String, AppServers>,
+) -> anyhow::Result<()> {
+    let apps = context.workspace.apps.clone();
+    let mut samples: BTreeMap<(String, SavePath), Vec<f64>> = BTreeMap::new();
+    let mut daemon_times: BTreeMap<String, DaemonTimes> = BTreeMap::new();
+    for round in 0..context.effort.save_rounds {
+        for app in &apps {
+            let app_servers = servers.get_mut(&app.name).expect("servers of every app");
+            for path in rotated(&PATHS, round + app.name.len()) {
+                let number = context.next_edit_number();
+                let (elapsed, reload) = measure(context, app, app_servers, path, number).await?;
+                progress(format_args!(
+                    "save → served, round {}: {} {}: {} ms",
+                    round + 1,
+                    app.name,
+                    path.label(),
+                    milliseconds(elapsed)
+                ));
+                samples.entry((app.name.clone(), path)).or_default().push(elapsed);
+                if let Some(ReloadOutcome::Swapped { build_ms, swap_ms, .. }) = reload {
+                    let times = daemon_times.entry(app.name.clone()).or_default();
+                    times.build_ms.push(build_ms.unwrap_or(f64::NAN));
+                    times.swap_ms.push(swap_ms);
+                }
+                // Let the old generation retire and the machine settle.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+
+    let mut table =
+        Table::new(&["app", "path", "median ms (min–max)", "vs floor", "restart ÷ hotswap save"]);
+    let mut section = Section::new("1. Save → new code served");
+    for app in &apps {
+        let get =
+            |path: SavePath| samples.get(&(app.name.clone(), path)).cloned().unwrap_or_default();
+        let floor = get(SavePath::Floor);
+        let save = get(SavePath::HotswapSave);
+        for path in PATHS {
+            let values = get(path);
+            let versus_floor = match path {
+                SavePath::Floor => String::new(),
+                _ => format!(
+                    "{} (+{} ms)",
+                    ratio(median_ratio(&values, &floor).unwrap_or(f64::NAN)),
+                    milliseconds(median_difference(&values, &floor).unwrap_or(f64::NAN))
+                ),
+            };
+            let versus_save = match path {
+                SavePath::Restart(_) => ratio(median_ratio(&values, &save).unwrap_or(f64::NAN)),
+                _ => String::new(),
+            };
+            table.push(vec![
+                app.name.clone(),
+                path.label().to_owned(),
+                median_and_range(Summary::of(&values)),
+                versus_floor,
+                versus_save,
+            ]);
+        }
+        let overhead_ratio = median_ratio(&save, &floor).unwrap_or(f64::NAN);
+        let overhead_ms = median_difference(&save, &floor).unwrap_or(f64::NAN);
+        context.goals.push(Goal {
+            name: format!("{}: save → served ÷ cargo build", app.name),
+            target: "≤ 1.05".into(),
+            measured: ratio(overhead_ratio),
+            met: Some(overhead_ratio <= 1.05),
+        });
+        context.goals.push(Goal {
+            name: format!("{}: save → served − cargo build", app.name),
+            target: "≤ 20 ms".into(),
+            measured: format!("{} ms", milliseconds(overhead_ms)),
+            met: Some(overhead_ms <= 20.0),
+        });
+        let restart = get(SavePath::Restart(RestartStyleKey::Kill));
+        let speedup = median_ratio(&restart, &save).unwrap_or(f64::NAN);
+        context.goals.push(Goal {
+            name: format!("{}: relink + restart ÷ hotswap save", app.name),
+            target: "≥ 8×".into(),
+            measured: ratio(speedup),
+            met: Some(speedup >= 8.0),
+        });
+        if let Some(times) = daemon_times.get(&app.name) {
+            section.notes.push(format!(
+                "{}: on the reload path the daemon reported a median build of {} ms and a median swap of {} ms.",
+                app.name,
+                milliseconds(median(&times.build_ms).unwrap_or(f64::NAN)),
+                milliseconds(median(&times.swap_ms).unwrap_or(f64::NAN)),
+            ));
+        }
+    }
+    section.tables.push(table);
+    section.notes.push(format!(
+        "{} rounds; in each round every path of every app ran once, in an order rotated from round to round. \
+         Ratios and differences are medians of per-round ratios (each path against the floor measured in the same round).",
+        context.effort.save_rounds
+    ));
+    section.notes.push(format!(
+        "The end of each path is the first response with the new body to a client polling every {} ms; the same client polls during the floor's build. \
+         Relink + restart builds the app's binary while the old server keeps serving and adds no watcher debounce (cargo-watch's default is 0.5 s; `cargo watch -x run` also stops the server before building).",
+        POLL_INTERVAL.as_millis()
+    ));
+    context.sections.push(section);
+    Ok(())
+}
+
+async fn measure(
+    context: &BenchContext,
+    app: &BenchApp,
+    servers: &mut AppServers,
+    path: SavePath,
+    number: u64,
+) -> anyhow::Result<(f64, Option<ReloadOutcome>)> {
+    let workspace = &context.workspace;
+    let marker = app.write_edit(number)?;
+    let started = Instant::now();
+    let poll = |address| {
+        let (marker, request_path) = (marker.clone(), app.request_path);
+        tokio::spawn(async move {
+            poll_until_body_contains(
+                address,
+                request_path,
+                &marker,
+                POLL_INTERVAL,
+                NEW_CODE_TIMEOUT,
+            )
+            .await
+        })
+    };
+    match path {
+        SavePath::Floor => {
+            // The same client load as the other paths, against the daemon (which keeps the old code).
+            let poller = poll(servers.daemon.address);
+            let built = workspace.build_handler(app).await;
+            poller.abort();
+            Ok((built?.as_secs_f64() * 1000.0, None))
+        }
+        SavePath::HotswapSave => {
+            let poller = poll(servers.daemon.address);
+            servers.daemon.did_save(&app.source_file).await?;
+            let served = poller.await??;
+            Ok((millis_between(started, served), None))
+        }
+        SavePath::HotswapReload => {
+            let poller = poll(servers.daemon.address);
+            let outcome = servers.daemon.reload().await?;
+            if !matches!(outcome, ReloadOutcome::Swapped { .. }) {
+                anyhow::bail!("reload of {} did not swap: {outcome:?}", app.name);
+            }
+            let served = poller.await??;
+            Ok((millis_between(started, served), Some(outcome)))
+        }
+        SavePath::Restart(style) => {
+            let server = servers.restart_server(style.style());
+            let poller = poll(server.address);
+            workspace.build_standalone(app).await?;
+            server.restart().await?;
+            let served = poller.await??;
+            Ok((millis_between(started, served), None))
+        }
+    }
+}
+
+pub(crate) fn millis_between(earlier: Instant, later: Instant) -> f64 {
+    later.saturating_duration_since(earlier).as_secs_f64() * 1000.0
+}
+
+/// The same saves with the daemon's default debounce (a separate phase: the daemon restarted with
+/// `debounce_ms = 50`).
+pub(crate) async fn run_with_default_debounce(
+    context: &mut BenchContext,
+    servers: &mut BTreeMap<String, AppServers>,
+    debounce_ms: u64,
+) -> anyhow::Result<()> {
+    let apps = context.workspace.apps.clone();
+    let mut table = Table::new(&["app", "path", "median ms (min–max)"]);
+    for app in &apps {
+        let app_servers = servers.get_mut(&app.name).expect("servers of every app");
+        let mut values = Vec::new();
+        for _ in 0..context.effort.debounce_saves {
+            let number = context.next_edit_number();
+            let (elapsed, _) =
+                measure(context, app, app_servers, SavePath::HotswapSave, number).await?;
+            progress(format_args!(
+                "save → served with debounce_ms = {debounce_ms}: {} {} ms",
+                app.name,
+                milliseconds(elapsed)
+            ));
+            values.push(elapsed);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        table.push(vec![
+            app.name.clone(),
+            format!("hotswap: didSave → new code served (default debounce_ms = {debounce_ms})"),
+            median_and_range(Summary::of(&values)),
+        ]);
+    }
+    let mut section = Section::new(format!(
+        "1b. Save → new code served with the default debounce ({debounce_ms} ms)"
+    ));
+    section.tables.push(table);
+    section.notes.push(format!(
+        "A separate phase after the alternating rounds above (the daemon restarted with its default `debounce_ms = {debounce_ms}`): \
+         what an editor user gets out of the box. The debounce is quiet time the daemon waits for after a save, so that a burst of saves makes one build."
+    ));
+    context.sections.push(section);
+    Ok(())
+}

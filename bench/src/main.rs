@@ -1,0 +1,249 @@
+//! `hotswap-bench`: measures hotswap against the bare `cargo build` of the same change and against
+//! relink-and-restart of the same app as one binary, and prints a markdown report (medians of
+//! alternating rounds, ratios measured side by side, the machine it ran on). See BENCHMARKS.md.
+//!
+//! ```text
+//! cargo run --release -p hotswap-bench            # the full run (~20 minutes on 2 CPUs)
+//! cargo run --release -p hotswap-bench -- --quick # a few rounds, to check that it works
+//! ```
+//!
+//! It builds what it needs (the `hotswap` binary in release, the example apps and their
+//! one-binary versions under `target/hotswap-bench`), installs `wrk` with apt-get when it is
+//! missing (or falls back to a built-in load generator), and writes the report to stdout and to
+//! `target/hotswap-bench/report.md`. It never edits `examples/`.
+
+mod bench_workspace;
+mod cases;
+mod daemon_process;
+mod engine_worker;
+mod load_generator;
+mod machine;
+mod report;
+mod restart_supervisor;
+mod statistics;
+mod wrk;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use bench_workspace::{BenchWorkspace, cargo_program};
+use cases::save_to_served::AppServers;
+use cases::{BenchContext, Effort, progress};
+use daemon_process::DaemonProcess;
+use machine::{CpuTimes, MachineDetails, ProcessSample, load_average};
+use restart_supervisor::{RestartStyle, StandaloneServer};
+
+/// The daemon's default debounce (`[build] debounce_ms` in hotswap.toml).
+const DEFAULT_DEBOUNCE_MS: u64 = 50;
+
+const USAGE: &str = "usage: hotswap-bench [--quick] [--output FILE]
+
+Benchmarks hotswap (see BENCHMARKS.md). --quick runs a few rounds only, to check that the
+benchmark works; its numbers are not worth quoting. The report is printed and written to
+target/hotswap-bench/report.md (or FILE).";
+
+fn main() -> anyhow::Result<()> {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    if arguments.first().map(String::as_str) == Some("engine-worker") {
+        let directory = arguments.get(1).context("engine-worker GENERATIONS_DIR")?;
+        return tokio::runtime::Runtime::new()?
+            .block_on(engine_worker::run_worker(PathBuf::from(directory)));
+    }
+    let mut effort = Effort::FULL;
+    let mut output = None;
+    let mut remaining = arguments.iter();
+    while let Some(argument) = remaining.next() {
+        match argument.as_str() {
+            "--quick" => effort = Effort::QUICK,
+            "--output" => output = Some(PathBuf::from(remaining.next().context("--output FILE")?)),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(effort, output))
+}
+
+async fn run(effort: Effort, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let machine = MachineDetails::read();
+    let load_at_start = load_average();
+    let cpu_at_start = CpuTimes::read();
+    let repository = hotswap_tests::artifacts::repository_root();
+    let bench_dir = hotswap_tests::artifacts::cargo_target_dir().join("hotswap-bench");
+    std::fs::create_dir_all(bench_dir.join("logs"))?;
+    let workspace = BenchWorkspace::prepare(&repository, &bench_dir)?;
+    let hotswap_binary = build_hotswap(&repository).await?;
+    let mut context = BenchContext::new(effort, workspace, bench_dir.clone(), hotswap_binary);
+
+    let result = run_cases(&mut context).await;
+    for app in &context.workspace.apps {
+        app.restore()?;
+        app.write_hotswap_toml(0)?;
+    }
+    result?;
+
+    let (busy, stolen) = CpuTimes::read().shares_since(&cpu_at_start);
+    let mut text = String::new();
+    text.push_str(&format!(
+        "Measured by `cargo run --release -p hotswap-bench{}` on {} in {:.0} min.\n\n",
+        if effort.save_rounds == Effort::QUICK.save_rounds { " -- --quick" } else { "" },
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        started.elapsed().as_secs_f64() / 60.0
+    ));
+    text.push_str(&format!(
+        "- Machine: {}, {} CPUs, {:.0} GiB, Linux {}, {}, {}.\n",
+        machine.cpu_model,
+        machine.cpus,
+        machine.memory_gib,
+        machine.kernel,
+        machine.glibc,
+        machine.rustc
+    ));
+    text.push_str(&format!(
+        "- Noise: load average {load_at_start:.2} at the start and {:.2} at the end; the CPUs were busy {:.0} % of the run \
+         (this benchmark included) and {:.1} % of CPU time was stolen by the hypervisor.\n\n",
+        load_average(),
+        busy * 100.0,
+        stolen * 100.0
+    ));
+    text.push_str("### Goals\n\n");
+    text.push_str(&report::goals_table(&context.goals).to_markdown());
+    text.push('\n');
+    context.sections.sort_by(|left, right| left.title.cmp(&right.title));
+    for section in &context.sections {
+        text.push_str(&section.to_markdown());
+    }
+    let output = output.unwrap_or_else(|| bench_dir.join("report.md"));
+    std::fs::write(&output, &text).with_context(|| format!("cannot write {}", output.display()))?;
+    println!("{text}");
+    progress(format_args!("report written to {}", output.display()));
+    Ok(())
+}
+
+async fn run_cases(context: &mut BenchContext) -> anyhow::Result<()> {
+    let apps = context.workspace.apps.clone();
+    for app in &apps {
+        app.restore()?;
+        app.write_hotswap_toml(0)?;
+        progress(format_args!(
+            "building {} and {} (the first time builds every dependency)",
+            app.name, app.standalone_package
+        ));
+        context.workspace.build_handler(app).await?;
+        context.workspace.build_standalone(app).await?;
+    }
+    let wrk = tokio::task::spawn_blocking(wrk::find_or_install).await?;
+
+    let mut servers = start_servers(context).await?;
+    let mut starting_memory = BTreeMap::new();
+    for (app, app_servers) in &servers {
+        let resident =
+            ProcessSample::read(app_servers.daemon.pid).map_or(0, |sample| sample.resident_kib);
+        starting_memory.insert(app.clone(), resident);
+    }
+    cases::save_to_served::run(context, &mut servers).await?;
+    cases::change_under_load::run(context, &mut servers).await?;
+    cases::dispatch::run(context, &servers, wrk.as_ref()).await?;
+    let mut swaps_per_daemon = BTreeMap::new();
+    for (app, app_servers) in &servers {
+        let status = app_servers.daemon.status().await?;
+        swaps_per_daemon
+            .insert(app.clone(), status.current_generation.unwrap_or(1).saturating_sub(1));
+    }
+    cases::memory_and_idle::run_idle(context, &servers, &starting_memory, &swaps_per_daemon)
+        .await?;
+
+    // The default debounce: the daemons again, with hotswap.toml as users have it.
+    let mut restarted = BTreeMap::new();
+    for (app_name, app_servers) in std::mem::take(&mut servers) {
+        let AppServers { daemon, restart_kill, restart_handoff } = app_servers;
+        daemon.stop().await?;
+        context.workspace.app(&app_name).write_hotswap_toml(DEFAULT_DEBOUNCE_MS)?;
+        let daemon = start_daemon(context, &app_name, "debounce").await?;
+        restarted.insert(app_name, AppServers { daemon, restart_kill, restart_handoff });
+    }
+    servers = restarted;
+    cases::save_to_served::run_with_default_debounce(context, &mut servers, DEFAULT_DEBOUNCE_MS)
+        .await?;
+    for (_, app_servers) in std::mem::take(&mut servers) {
+        app_servers.daemon.stop().await?;
+        app_servers.restart_kill.stop().await?;
+        app_servers.restart_handoff.stop().await?;
+    }
+
+    cases::swap_cost::run(context).await?;
+    cases::memory_and_idle::run_memory(context).await?;
+    Ok(())
+}
+
+async fn start_daemon(
+    context: &BenchContext,
+    app_name: &str,
+    label: &str,
+) -> anyhow::Result<DaemonProcess> {
+    let app = context.workspace.app(app_name);
+    progress(format_args!("starting hotswap serve for {app_name}"));
+    DaemonProcess::start(
+        &context.hotswap_binary,
+        &app.directory,
+        &context.log_path(&format!("{app_name}-serve-{label}.log")),
+    )
+    .await
+}
+
+async fn start_servers(context: &BenchContext) -> anyhow::Result<BTreeMap<String, AppServers>> {
+    let mut servers = BTreeMap::new();
+    for app in &context.workspace.apps {
+        let daemon = start_daemon(context, &app.name, "main").await?;
+        let binary = context.workspace.standalone_binary(app);
+        let restart_kill = StandaloneServer::start(
+            &binary,
+            RestartStyle::KillAndRebind,
+            &context.log_path(&format!("{}-standalone-kill.log", app.name)),
+        )
+        .await?;
+        let restart_handoff = StandaloneServer::start(
+            &binary,
+            RestartStyle::SocketHandoffGraceful,
+            &context.log_path(&format!("{}-standalone-handoff.log", app.name)),
+        )
+        .await?;
+        servers.insert(app.name.clone(), AppServers { daemon, restart_kill, restart_handoff });
+    }
+    Ok(servers)
+}
+
+/// Builds the `hotswap` binary in release (as `cargo install` would) and returns its path.
+async fn build_hotswap(repository: &Path) -> anyhow::Result<PathBuf> {
+    progress("building the hotswap binary (release)");
+    let mut command = tokio::process::Command::new(cargo_program());
+    command
+        .args(["build", "--release", "--quiet", "-p", "hotswap-daemon", "--bin", "hotswap"])
+        .current_dir(repository)
+        .stdin(std::process::Stdio::null());
+    let status = command.status().await.context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building the hotswap binary failed");
+    }
+    let binary = hotswap_tests::artifacts::cargo_target_dir().join("release").join("hotswap");
+    if !binary.is_file() {
+        bail!("{} was not built", binary.display());
+    }
+    Ok(binary)
+}
+
+fn command_output(program: &str, arguments: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(arguments)
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
