@@ -205,6 +205,15 @@ pub async fn run_build(
                 rendered = lines.join("\n");
                 rendered.push('\n');
             }
+            if rendered.trim().is_empty() {
+                // cargo said nothing: it was killed (by a signal, the OOM killer) or crashed.
+                rendered = match &status {
+                    Ok(status) => format!(
+                        "cargo stopped without reporting an error ({status}); save again or run `hotswap reload` to retry\n"
+                    ),
+                    Err(error) => format!("cargo could not be waited for: {error}\n"),
+                };
+            }
             BuildOutput { result: BuildResult::Failed, diagnostics, rendered, duration }
         }
     }
