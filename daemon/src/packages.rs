@@ -146,7 +146,7 @@ impl PackageSet {
         if !path.is_absolute() {
             return Err("not an absolute path".to_owned());
         }
-        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let path = resolve(path);
         if target_dirs.iter().any(|target| path.starts_with(target)) {
             return Err("inside a build output directory".to_owned());
         }
@@ -165,6 +165,30 @@ impl PackageSet {
     /// True for a manifest of one of the packages: the package set may have changed.
     pub fn is_manifest(&self, path: &Path) -> bool {
         path.file_name().is_some_and(|name| name == "Cargo.toml" || name == "Cargo.lock")
+    }
+}
+
+/// `path` with symbolic links, `.` and `..` resolved. A path that does not exist (a deleted
+/// file, or a made-up one) cannot be canonicalized: its `.` and `..` are resolved by hand, then
+/// the directory that exists, so that `app/src/../../elsewhere/x.rs` is not taken for a file of
+/// `app`.
+fn resolve(path: &Path) -> PathBuf {
+    if let Ok(real) = path.canonicalize() {
+        return real;
+    }
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    match (normal.parent().and_then(|parent| parent.canonicalize().ok()), normal.file_name()) {
+        (Some(parent), Some(name)) => parent.join(name),
+        _ => normal,
     }
 }
 
@@ -214,5 +238,15 @@ mod tests {
             set.classify(Path::new("/w/application/x.rs"), &targets),
             Err(OUTSIDE_PACKAGES.to_owned())
         );
+        // Climbing out with `..` (the files do not exist, so nothing resolves them but us).
+        assert_eq!(
+            set.classify(Path::new("/w/app/src/../../other/lib.rs"), &targets),
+            Err(OUTSIDE_PACKAGES.to_owned())
+        );
+        assert_eq!(
+            set.classify(Path::new("/w/app/../etc/passwd"), &targets),
+            Err(OUTSIDE_PACKAGES.to_owned())
+        );
+        assert_eq!(set.classify(Path::new("/w/app/src/./x/../lib.rs"), &targets), Ok(()));
     }
 }
