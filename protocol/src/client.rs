@@ -146,6 +146,14 @@ impl Client {
         let (sender, receiver) = oneshot::channel();
         self.pending.lock().expect("pending map").insert(id.clone(), sender);
         if let Err(error) = self.write(&encode_request(Some(&id), request)).await {
+            // A daemon that refuses the connection (another user's client, too many clients)
+            // says why and closes: the write may fail before its answer is read. Prefer the
+            // daemon's reason, when one arrives, to "broken pipe".
+            if let Ok(Ok(Err(refusal))) =
+                tokio::time::timeout(std::time::Duration::from_secs(1), receiver).await
+            {
+                return Err(ClientError::Rpc(refusal));
+            }
             self.pending.lock().expect("pending map").remove(&id);
             return Err(error);
         }
@@ -186,6 +194,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     pending: Pending,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    // An error the daemon could not attribute to a request: when the connection then ends, it
+    // is the reason (a refused connection), and every waiting request gets it.
+    let mut unattributed: Option<ResponseError> = None;
     loop {
         let line = match reader.next_line().await {
             Ok(Some(Ok(line))) => line,
@@ -202,15 +213,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(DaemonMessage::Event(event)) => {
                 let _ = events.send(event);
             }
-            // Errors without an id answer lines we could not have sent; unknown notifications
-            // come from a newer daemon. Neither concerns a waiting request.
+            Ok(DaemonMessage::Response { id: None, result: Err(error) }) => {
+                unattributed = Some(error);
+            }
+            // Unknown notifications come from a newer daemon; they concern no waiting request.
             Ok(
-                DaemonMessage::Response { id: None, .. }
+                DaemonMessage::Response { id: None, result: Ok(_) }
                 | DaemonMessage::UnknownNotification { .. },
             )
             | Err(_) => {}
         }
     }
-    // Every request still waiting learns that no answer will come.
-    pending.lock().expect("pending map").clear();
+    // Every request still waiting learns that no answer will come, and why if the daemon said.
+    let waiting: Vec<_> = pending.lock().expect("pending map").drain().collect();
+    if let Some(reason) = unattributed {
+        for (_, waiter) in waiting {
+            let _ = waiter.send(Err(reason.clone()));
+        }
+    }
 }
