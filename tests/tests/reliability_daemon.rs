@@ -1,0 +1,283 @@
+//! Reliability of `hotswap serve` as a user runs it: a build that fails to link, cargo killed in
+//! the middle of a build, the daemon killed with SIGKILL in the middle of a swap and started
+//! again, and a generation that cannot be unloaded reported through the socket. Each fault
+//! leaves the last good generation serving (or, after SIGKILL, a clean restart).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hotswap_protocol::events::{BuildOutcome, Event, RetireOutcome, Severity};
+use hotswap_protocol::messages::{DidSave, DidSaveParams};
+use hotswap_tests::artifacts::shared_handler_target_dir;
+use hotswap_tests::binaries::{App, Daemon, wait_for_event};
+use hotswap_tests::http::get;
+
+const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Tells the daemon that `src/lib.rs` was saved.
+async fn save(daemon: &Daemon, app: &App) {
+    let saved = daemon
+        .client()
+        .await
+        .request::<DidSave>(DidSaveParams { paths: vec![app.path("src/lib.rs")] })
+        .await
+        .unwrap();
+    assert_eq!(saved.accepted.len(), 1, "{saved:?}");
+}
+
+/// Asserts that `/` answers `body` from `generation`.
+async fn assert_serves(daemon: &Daemon, body: &str, generation: u64) {
+    let response = get(daemon.address(), "/").await.unwrap();
+    assert_eq!(
+        (response.status, response.body.as_str(), response.generation()),
+        (200, body, Some(generation))
+    );
+}
+
+/// Processes whose parent is `parent`, with their command names.
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let command = head.split_once('(').map(|(_, name)| name.to_owned()).unwrap_or_default();
+        // After the command: state, then the parent's pid.
+        if rest.split_whitespace().nth(1).and_then(|ppid| ppid.parse::<u32>().ok()) == Some(parent)
+        {
+            children.push((pid, command));
+        }
+    }
+    children
+}
+
+/// Generation files left by daemon process `pid` in the shared target directory.
+fn generation_files_of(pid: u32) -> Vec<PathBuf> {
+    let directory = shared_handler_target_dir().join("generations");
+    let Ok(entries) = std::fs::read_dir(directory) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&format!("{pid}-")))
+        .map(|entry| entry.path())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_that_fails_to_link_keeps_the_old_code_and_says_why() {
+    let app = App::scaffold("link-error");
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let mut events = daemon.subscriber().await;
+    // Compiles, then the linker cannot find the native library it asks for.
+    app.edit_library(
+        "fn text(",
+        "#[link(name = \"hotswap_no_such_native_library\")]\nunsafe extern \"C\" {\n    fn hotswap_no_such_function() -> u32;\n}\n\n#[unsafe(no_mangle)]\npub extern \"C\" fn link_error_probe() -> u32 {\n    // SAFETY: never called; the link fails first.\n    unsafe { hotswap_no_such_function() }\n}\n\nfn text(",
+    );
+    save(&daemon, &app).await;
+    let finished = wait_for_event(&mut events, BUILD_TIMEOUT, |event| {
+        matches!(event, Event::BuildFinished(_))
+    })
+    .await;
+    let Event::BuildFinished(finished) = finished else { unreachable!() };
+    assert_eq!(finished.outcome, BuildOutcome::Failed, "{finished:?}");
+    let error = finished
+        .diagnostics
+        .iter()
+        .find(|diagnostic| diagnostic.severity == Severity::Error)
+        .unwrap_or_else(|| panic!("an error diagnostic: {:?}", finished.diagnostics));
+    let text = format!("{} {}", error.message, error.rendered.as_deref().unwrap_or_default());
+    assert!(text.contains("linking with"), "the error is the linker's: {text}");
+    assert!(text.contains("hotswap_no_such_native_library"), "it names the library: {text}");
+    assert_serves(&daemon, "hello from hotswap\n", 1).await;
+
+    let reloaded = app.hotswap(&["reload"]);
+    assert!(!reloaded.status.success());
+    assert!(
+        stderr(&reloaded).contains("the current generation keeps serving"),
+        "{}",
+        stderr(&reloaded)
+    );
+
+    // Fixed: the next save swaps.
+    app.edit_library("#[link(name = \"hotswap_no_such_native_library\")]", "#[link(name = \"c\")]");
+    app.edit_library("hotswap_no_such_function() -> u32", "getpid() -> u32");
+    app.edit_library("unsafe { hotswap_no_such_function() }", "unsafe { getpid() }");
+    let fixed = app.hotswap(&["reload"]);
+    assert!(fixed.status.success(), "{}", stderr(&fixed));
+    assert_serves(&daemon, "hello from hotswap\n", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cargo_killed_in_the_middle_of_a_build_is_a_failed_build_that_says_so() {
+    let app = App::scaffold("cargo-killed");
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let mut events = daemon.subscriber().await;
+    app.edit_library("hello from hotswap\\n", "hello after cargo was killed\\n");
+    // `hotswap reload` waits for the build and tells its outcome.
+    let reload = {
+        let (directory, runtime_dir) = (app.directory.clone(), app.runtime_dir.clone());
+        std::thread::spawn(move || {
+            hotswap_tests::binaries::hotswap(&directory, &runtime_dir, &["reload"])
+        })
+    };
+    wait_for_event(&mut events, BUILD_TIMEOUT, |event| matches!(event, Event::BuildStarted(_)))
+        .await;
+
+    // SIGKILL the cargo the daemon started, as the OOM killer or a stray `pkill` would.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cargo = loop {
+        if let Some((pid, _)) =
+            children_of(daemon.pid()).into_iter().find(|(_, command)| command == "cargo")
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the daemon started no cargo");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // SAFETY: kill has no memory-safety preconditions; the pid is the daemon's cargo child.
+    assert_eq!(unsafe { libc::kill(cargo as libc::pid_t, libc::SIGKILL) }, 0);
+
+    let finished = wait_for_event(&mut events, BUILD_TIMEOUT, |event| {
+        matches!(event, Event::BuildFinished(_))
+    })
+    .await;
+    let Event::BuildFinished(finished) = finished else { unreachable!() };
+    assert_eq!(
+        finished.outcome,
+        BuildOutcome::Failed,
+        "a killed cargo is a failed build: {finished:?}"
+    );
+    let reloaded = reload.join().unwrap();
+    assert!(!reloaded.status.success());
+    let message = stderr(&reloaded);
+    assert!(
+        message.contains("signal 9") || message.contains("SIGKILL"),
+        "the outcome says cargo was killed: {message}"
+    );
+    assert!(message.contains("the current generation keeps serving"), "{message}");
+    assert_eq!(daemon.status().await.current_generation, Some(1));
+    assert_serves(&daemon, "hello from hotswap\n", 1).await;
+
+    // The next build is not disturbed by what the killed one left behind.
+    let reloaded = app.hotswap(&["reload"]);
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+    assert_serves(&daemon, "hello after cargo was killed\n", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_in_the_middle_of_a_swap_restarts_clean() {
+    let app = App::scaffold("killed-mid-swap");
+    // Starting the app takes 3 s: long enough to kill the daemon inside the swap.
+    app.edit_library(
+        "App { counter: AtomicU64::new(state.counter) }",
+        "std::thread::sleep(std::time::Duration::from_secs(3));\n        App { counter: AtomicU64::new(state.counter) }",
+    );
+    let mut daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let pid = daemon.pid();
+    let mut events = daemon.subscriber().await;
+    app.edit_library("hello from hotswap\\n", "hello after the crash\\n");
+    save(&daemon, &app).await;
+    let finished = wait_for_event(&mut events, BUILD_TIMEOUT, |event| {
+        matches!(event, Event::BuildFinished(_))
+    })
+    .await;
+    assert!(
+        matches!(finished, Event::BuildFinished(ref finished) if finished.outcome == BuildOutcome::Succeeded),
+        "{finished:?}"
+    );
+    // Generation 2's library is mapped and its app is starting: the swap is under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        if maps.contains(&format!("/{pid}-g2-")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "generation 2 was never loaded:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(daemon.status().await.current_generation, Some(1), "the swap has not finished");
+    daemon.kill();
+    assert!(daemon.endpoint.path().exists(), "SIGKILL leaves the socket behind");
+    let left = generation_files_of(pid);
+    assert!(left.len() >= 2, "SIGKILL leaves the generation files behind: {left:?}");
+
+    let restarted = app.serve().await;
+    restarted.wait_for_generation(1).await;
+    assert!(
+        restarted.log().contains("reclaiming the socket of a daemon that is gone"),
+        "{}",
+        restarted.log()
+    );
+    assert_serves(&restarted, "hello after the crash\n", 1).await;
+    assert_eq!(
+        generation_files_of(pid),
+        Vec::<PathBuf>::new(),
+        "the killed daemon's files were cleaned"
+    );
+    // The restarted daemon swaps as usual.
+    let mut events = restarted.subscriber().await;
+    app.edit_library("hello after the crash\\n", "hello again\\n");
+    save(&restarted, &app).await;
+    wait_for_event(&mut events, BUILD_TIMEOUT, |event| matches!(event, Event::SwapFinished(_)))
+        .await;
+    assert_serves(&restarted, "hello again\n", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_that_cannot_be_unloaded_is_reported_in_events_and_status() {
+    let app = App::scaffold("leak-report");
+    let config = std::fs::read_to_string(app.path("hotswap.toml")).unwrap();
+    std::fs::write(
+        app.path("hotswap.toml"),
+        config.replace("[swap]\n", "[swap]\ndrain_timeout_ms = 500\n"),
+    )
+    .unwrap();
+    app.edit_library(
+        "(&Method::GET, \"/health\") =>",
+        "(&Method::GET, \"/block\") => loop {\n                std::thread::sleep(std::time::Duration::from_secs(1));\n            },\n            (&Method::GET, \"/health\") =>",
+    );
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let mut events = daemon.subscriber().await;
+    let blocked = tokio::spawn(get(daemon.address(), "/block"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.status().await.generations.first().map(|generation| generation.in_flight)
+        != Some(1)
+    {
+        assert!(Instant::now() < deadline, "the blocking request did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.edit_library("hello from hotswap\\n", "hello from generation 2\\n");
+    let reloaded = app.hotswap(&["reload"]);
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+
+    let retired = wait_for_event(&mut events, Duration::from_secs(60), |event| {
+        matches!(event, Event::GenerationRetired(_))
+    })
+    .await;
+    let Event::GenerationRetired(retired) = retired else { unreachable!() };
+    assert_eq!((retired.generation, retired.outcome), (1, RetireOutcome::Leaked), "{retired:?}");
+    assert!(retired.leaked_bytes > 0 && retired.reason.is_some(), "{retired:?}");
+    let status = daemon.status().await;
+    assert_eq!((status.leaked_generations, status.leaked_bytes), (1, retired.leaked_bytes));
+    // And the CLI shows it to a person.
+    let shown = app.hotswap(&["status"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(
+        stdout(&shown).contains("leak"),
+        "hotswap status mentions the leak:\n{}",
+        stdout(&shown)
+    );
+    assert_serves(&daemon, "hello from generation 2\n", 2).await;
+    blocked.abort();
+}
