@@ -281,3 +281,55 @@ async fn a_generation_that_cannot_be_unloaded_is_reported_in_events_and_status()
     assert_serves(&daemon, "hello from generation 2\n", 2).await;
     blocked.abort();
 }
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_stops_no_one_and_costs_bounded_memory() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = App::scaffold("never-reads");
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    let before = resident_kib(daemon.pid());
+    // A subscribed client that sends 100,000 requests and never reads an answer or an event.
+    let mut stuck = tokio::net::UnixStream::connect(daemon.endpoint.path()).await.unwrap();
+    stuck
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":1,\"clientName\":\"stuck\"}}\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\"}\n")
+        .await
+        .unwrap();
+    let flood: Vec<u8> = (0..100_000)
+        .flat_map(|id| {
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"status\"}}\n", id + 2)
+                .into_bytes()
+        })
+        .collect();
+    let writer = tokio::spawn(async move {
+        // Blocks once the daemon stops reading (its queue for this client is full).
+        let _ = tokio::time::timeout(Duration::from_secs(120), stuck.write_all(&flood)).await;
+        stuck
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Everyone else is served: status, a save that builds and swaps (events the stuck client
+    // cannot take), HTTP.
+    let mut events = daemon.subscriber().await;
+    assert_eq!(daemon.status().await.pid, daemon.pid());
+    app.edit_library("hello from hotswap\\n", "hello despite a stuck client\\n");
+    save(&daemon, &app).await;
+    wait_for_event(&mut events, BUILD_TIMEOUT, |event| matches!(event, Event::SwapFinished(_)))
+        .await;
+    assert_serves(&daemon, "hello despite a stuck client\n", 2).await;
+    let during = resident_kib(daemon.pid());
+    println!("daemon RSS: {before} KiB before, {during} KiB with a stuck client");
+    assert!(during < before + 64 * 1024, "a stuck client cost {} KiB", during - before);
+
+    // Hanging up frees it.
+    writer.abort();
+    drop(writer.await);
+    assert_eq!(daemon.status().await.pid, daemon.pid());
+}
