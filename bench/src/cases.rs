@@ -30,9 +30,9 @@ pub(crate) struct Effort {
 
 impl Effort {
     pub(crate) const FULL: Effort = Effort {
-        save_rounds: 5,
+        save_rounds: 9,
         debounce_saves: 5,
-        dispatch_rounds: 3,
+        dispatch_rounds: 5,
         dispatch_seconds: 5,
         load_rounds: 3,
         swap_pairs: 40,

@@ -29,8 +29,8 @@ pub(crate) struct LoadReport {
     /// closed under them (in flight when the server died, or sent just as it closed an idle
     /// connection).
     pub(crate) broken_requests: u64,
-    /// Of `broken_requests`, those on a reused connection with no response byte: a browser
-    /// resends such a GET by itself (not a POST).
+    /// Of `broken_requests`, those on a reused connection that was closed or reset under them: a
+    /// browser resends such a GET by itself (not a POST).
     pub(crate) broken_on_reused_connection: u64,
     /// Responses other than 200.
     pub(crate) bad_statuses: u64,
@@ -204,12 +204,27 @@ fn is_refused(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
         .is_some_and(|error| error.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
-/// hyper saw the connection end before any response byte.
+/// The connection ended under the request: hyper saw it close before a complete response, or
+/// the socket was reset.
 fn is_closed_before_response(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    match error.downcast_ref::<hyper::Error>() {
-        Some(error) => error.is_canceled() || error.is_incomplete_message() || error.is_closed(),
-        None => false,
+    if let Some(error) = error.downcast_ref::<hyper::Error>()
+        && (error.is_canceled() || error.is_incomplete_message() || error.is_closed())
+    {
+        return true;
     }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = current.source();
+    }
+    false
 }
 
 /// Polls `GET path` every `interval` (on a keep-alive connection, reconnecting as needed) until a

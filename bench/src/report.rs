@@ -89,7 +89,7 @@ pub(crate) struct Goal {
     pub(crate) name: String,
     pub(crate) target: String,
     pub(crate) measured: String,
-    /// `None` when the run could not measure it.
+    /// `None` for a measure the issue sets no target for.
     pub(crate) met: Option<bool>,
 }
 
@@ -99,7 +99,7 @@ pub(crate) fn goals_table(goals: &[Goal]) -> Table {
         let verdict = match goal.met {
             Some(true) => "yes",
             Some(false) => "**no**",
-            None => "not measured",
+            None => "no target",
         };
         table.push(vec![
             goal.name.clone(),
@@ -123,6 +123,17 @@ pub(crate) fn milliseconds(value: f64) -> String {
         format!("{value:.1}")
     } else {
         format!("{value:.0}")
+    }
+}
+
+/// A difference in milliseconds with its sign: `+12.3`, `-880`.
+pub(crate) fn signed_milliseconds(value: f64) -> String {
+    if value.is_nan() {
+        "–".to_owned()
+    } else if value < 0.0 {
+        format!("-{}", milliseconds(-value))
+    } else {
+        format!("+{}", milliseconds(value))
     }
 }
 
@@ -174,6 +185,8 @@ mod tests {
         assert_eq!(milliseconds(3.4217), "3.42");
         assert_eq!(milliseconds(48.14), "48.1");
         assert_eq!(milliseconds(3606.4), "3606");
+        assert_eq!(signed_milliseconds(-879.4), "-879");
+        assert_eq!(signed_milliseconds(12.34), "+12.3");
         assert_eq!(ratio(1.034), "1.03×");
         assert_eq!(ratio(11.24), "11.2×");
         let summary = crate::statistics::Summary::of(&[330.0, 312.0, 361.0]);

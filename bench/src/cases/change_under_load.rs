@@ -155,7 +155,7 @@ pub(crate) async fn run(
     ));
     section.notes.push(
         "Broken requests were sent on an open connection and got no response (reset or closed under them). \
-         Those on a reused connection with no response byte are the ones a browser would resend by itself for a GET (never for a POST)."
+         Those on a reused connection that was closed or reset under them are the ones a browser resends by itself for a GET (never for a POST)."
             .to_owned(),
     );
     context.sections.push(section);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::save_to_served::AppServers;
 use super::{BenchContext, progress, rotated};
 use crate::load_generator::start_load;
+use crate::machine::{ProcessSample, clock_ticks_per_second};
 use crate::report::{Goal, Section, Table, milliseconds, ratio};
 use crate::statistics::{median, median_ratio, percentile};
 use crate::wrk::{WrkResult, find_on_path};
@@ -43,6 +44,8 @@ struct Results {
     requests_per_second: Vec<f64>,
     p50_ms: Vec<f64>,
     p99_ms: Vec<f64>,
+    /// Server CPU time (user + system) per request, in microseconds.
+    cpu_us_per_request: Vec<f64>,
     errors: u64,
 }
 
@@ -81,7 +84,21 @@ pub(crate) async fn run(
                     .await;
                 }
                 for load in [Load::Connections32, Load::Connections1] {
+                    let before = pid.and_then(ProcessSample::read);
                     let result = measure(wrk, address, app.request_path, load, duration).await?;
+                    let after = pid.and_then(ProcessSample::read);
+                    let requests = result.requests_per_second * duration.as_secs_f64();
+                    if let (Some(before), Some(after)) = (before, after)
+                        && requests > 0.0
+                    {
+                        let cpu_seconds = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64
+                            / clock_ticks_per_second();
+                        results
+                            .entry((app.name.clone(), server, load))
+                            .or_default()
+                            .cpu_us_per_request
+                            .push(cpu_seconds * 1e6 / requests);
+                    }
                     progress(format_args!(
                         "dispatch, round {}: {} {} {:?}: {:.0} req/s, p50 {} ms, p99 {} ms",
                         round + 1,
@@ -114,6 +131,7 @@ pub(crate) async fn run(
         "server",
         "32 connections: req/s",
         "p99 ms",
+        "server CPU µs/request",
         "1 connection: req/s",
         "p50 ms",
         "p99 ms",
@@ -137,6 +155,8 @@ pub(crate) async fn run(
                 server.label().to_owned(),
                 show(&wide.requests_per_second),
                 milliseconds(median(&wide.p99_ms).unwrap_or(f64::NAN)),
+                median(&wide.cpu_us_per_request)
+                    .map_or("–".to_owned(), |value| format!("{value:.1}")),
                 show(&single.requests_per_second),
                 milliseconds(median(&single.p50_ms).unwrap_or(f64::NAN)),
                 milliseconds(median(&single.p99_ms).unwrap_or(f64::NAN)),
@@ -157,15 +177,21 @@ pub(crate) async fn run(
         )
         .unwrap_or(f64::NAN);
         let p99 = median_ratio(
-            &get(Server::Standalone, Load::Connections32).p99_ms,
             &get(Server::Hotswap, Load::Connections32).p99_ms,
+            &get(Server::Standalone, Load::Connections32).p99_ms,
+        )
+        .unwrap_or(f64::NAN);
+        let cpu = median_ratio(
+            &get(Server::Hotswap, Load::Connections32).cpu_us_per_request,
+            &get(Server::Standalone, Load::Connections32).cpu_us_per_request,
         )
         .unwrap_or(f64::NAN);
         table.push(vec![
             app.name.clone(),
             "**ratio hotswap ÷ binary**".to_owned(),
             ratio(throughput),
-            format!("{} (binary ÷ hotswap)", ratio(p99)),
+            ratio(p99),
+            ratio(cpu),
             ratio(single),
             String::new(),
             String::new(),
@@ -194,7 +220,7 @@ pub(crate) async fn run(
         ),
     };
     section.notes.push(format!(
-        "{} rounds, servers alternated, {tool}{}; ratios are medians of per-round ratios. \
+        "{} rounds, servers alternated, {tool}{}; ratios are medians of per-round ratios (hotswap ÷ binary: above 1 is more requests/s, or more latency and CPU). \
          Both servers run the app built with the dev profile (what `hotswap serve` builds by default), 2 runtime threads each.",
         context.effort.dispatch_rounds,
         if pinning { "; server pinned to CPU 0 and load generator to CPU 1 with taskset" } else { "" }
