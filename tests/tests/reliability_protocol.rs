@@ -296,7 +296,8 @@ fn thousands_of_mutated_vectors_decode_without_panicking() {
 }
 
 /// What the framer must produce for `stream` with `limit`: every complete line without its
-/// newline (and a `\r` before it), blank lines skipped, too-long lines as one error each.
+/// newline (and a `\r` before it), blank lines skipped, too-long lines as one error each (a
+/// last line without a newline too, once it is too long).
 fn reference_lines(stream: &[u8], limit: usize) -> Vec<Result<Vec<u8>, ()>> {
     let mut lines = Vec::new();
     let mut rest = stream;
@@ -313,6 +314,10 @@ fn reference_lines(stream: &[u8], limit: usize) -> Vec<Result<Vec<u8>, ()>> {
             continue;
         }
         lines.push(Ok(line.to_vec()));
+    }
+    // A line still without its newline is refused as soon as it cannot fit any more.
+    if rest.len() > limit + 1 {
+        lines.push(Err(()));
     }
     lines
 }
@@ -337,8 +342,9 @@ fn the_framer_agrees_with_a_reference_splitter_in_bounded_memory() {
             }
             stream.push(b'\n');
         }
-        // A tail without a newline stays buffered (the reader frames it at the end of input).
-        let tail = random.below(limit + 2);
+        // A tail without a newline stays buffered (the reader frames it at the end of input),
+        // or is refused early when it is already too long.
+        let tail = random.below(limit * 3 + 3);
         stream.extend((0..tail).map(|_| b'x'));
 
         let mut framer = LineFramer::new(limit);
@@ -366,11 +372,6 @@ fn the_framer_agrees_with_a_reference_splitter_in_bounded_memory() {
                 buffer.len()
             );
         }
-        let complete = stream.len() - tail;
-        assert_eq!(
-            produced,
-            reference_lines(&stream[..complete], limit),
-            "round {round}, limit {limit}"
-        );
+        assert_eq!(produced, reference_lines(&stream, limit), "round {round}, limit {limit}");
     }
 }
