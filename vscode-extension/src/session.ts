@@ -131,6 +131,7 @@ export class AppSession implements vscode.Disposable {
         log.info(
           `[${this.name}] connected to daemon ${info.daemonVersion} (pid ${info.pid}) for ${info.package}, serving on ${info.listenAddress}: ${generation}`,
         );
+        void this.learnWhetherBuilding();
         break;
       }
       case "noDaemon":
@@ -148,6 +149,19 @@ export class AppSession implements vscode.Disposable {
         break;
     }
     this.host.statusChanged(this);
+  }
+
+  /** A build that started before this connection subscribed sent its `buildStarted` to nobody. */
+  private async learnWhetherBuilding(): Promise<void> {
+    try {
+      const status = await this.connection.request("status", {});
+      if (status.building) {
+        this.status.buildRunning();
+        this.host.statusChanged(this);
+      }
+    } catch (error) {
+      this.host.log.debug(`[${this.name}] status after connecting failed: ${(error as Error).message}`);
+    }
   }
 
   private handleEvent(event: DaemonEvent): void {

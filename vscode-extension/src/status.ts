@@ -19,7 +19,7 @@ export interface StatusView {
 type Phase =
   | { kind: "offline"; connection: Exclude<ConnectionState, { kind: "connected" }> }
   | { kind: "idle" }
-  | { kind: "building"; build: number; progress?: string; blocked: boolean }
+  | { kind: "building"; build?: number; progress?: string; blocked: boolean }
   | { kind: "swapped"; swap: EventParams<"swapFinished"> }
   | { kind: "unchanged" }
   | { kind: "buildFailed"; errors: number; firstError?: string }
@@ -65,6 +65,17 @@ export class StatusModel {
       return;
     }
     this.phase = { kind: "offline", connection: state };
+  }
+
+  /**
+   * The daemon's `status` said a build runs: shown as building until events say more (a client
+   * that connects during a build missed its `buildStarted`).
+   */
+  buildRunning(): void {
+    if (this.phase.kind === "idle") {
+      this.beforeBuild = this.phase;
+      this.phase = { kind: "building", blocked: false };
+    }
   }
 
   event(event: DaemonEvent): void {
@@ -175,7 +186,7 @@ export class StatusModel {
       case "building": {
         const progress = phase.blocked ? "waiting for another cargo to release its lock" : (phase.progress ?? "cargo build");
         return make("sync~spin", phase.blocked ? "hotswap: building (waiting for lock)" : "hotswap: building", "normal", [
-          `Build ${phase.build}: ${progress}`,
+          `${phase.build === undefined ? "Build" : `Build ${phase.build}`}: ${progress}`,
           ...this.servingLine(),
         ]);
       }

@@ -96,12 +96,13 @@ export class CodeServer {
     const extensions = path.join(options.home, "extensions");
     const config = path.join(options.home, "code-server.yaml");
     await mkdir(path.join(userData, "User"), { recursive: true });
+    await mkdir(path.join(userData, "Machine"), { recursive: true });
     await mkdir(extensions, { recursive: true });
     await writeFile(config, "auth: none\n");
-    await writeFile(
-      path.join(userData, "User", "settings.json"),
-      JSON.stringify({ ...USER_SETTINGS, ...options.settings }, null, 2),
-    );
+    await writeFile(path.join(userData, "User", "settings.json"), JSON.stringify(USER_SETTINGS, null, 2));
+    // code-server is a remote window: machine-scoped settings such as hotswap.daemon.path are
+    // read from the machine's settings, not the user's.
+    await writeFile(path.join(userData, "Machine", "settings.json"), JSON.stringify(options.settings ?? {}, null, 2));
     const common = ["--config", config, "--user-data-dir", userData, "--extensions-dir", extensions];
     await execFileAsync(node, [entry, ...common, "--install-extension", VSIX], { env: options.env, timeout: 120_000 });
     const port = await freePort();
@@ -196,13 +197,17 @@ export class Workbench {
     return String(await this.statusItem.first().evaluate("(element) => getComputedStyle(element).backgroundColor"));
   }
 
-  /** Waits until the hotswap status bar item's text matches. */
-  async waitForStatus(pattern: RegExp, timeoutMs = 60_000): Promise<string> {
+  /** Waits until the hotswap status bar item's text matches; fails at once if it matches `failOn`. */
+  async waitForStatus(pattern: RegExp, timeoutMs = 60_000, failOn?: RegExp): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     let last: string;
     for (;;) {
       last = (await this.statusItem.first().innerText({ timeout: 1000 }).catch(() => "")).trim();
       if (pattern.test(last)) return last;
+      if (failOn?.test(last) === true) {
+        const tooltip = await this.statusItem.first().getAttribute("aria-label");
+        throw new Error(`waiting for ${String(pattern)}, the status bar item says ${JSON.stringify(last)} (${tooltip ?? ""})`);
+      }
       if (Date.now() > deadline) {
         throw new Error(`the status bar item did not match ${String(pattern)} within ${timeoutMs} ms; it says ${JSON.stringify(last)}`);
       }
@@ -260,6 +265,21 @@ export class Workbench {
     await panel.waitFor({ timeout: timeoutMs });
     await panel.getByText(expected).first().waitFor({ timeout: timeoutMs });
     return panel.innerText();
+  }
+
+  /** Clicks the first Problems entry with `message`, which reveals it in the editor. */
+  async showProblem(message: string): Promise<void> {
+    await this.page.locator(".markers-panel").getByText(message).first().click();
+  }
+
+  /** Clicks the hotswap status bar item and picks `label` from its menu. */
+  async pickFromStatusMenu(label: string): Promise<void> {
+    await this.statusItem.first().click();
+    const input = this.page.locator(".quick-input-widget input");
+    await input.waitFor();
+    await input.fill(label);
+    await this.page.locator(".quick-input-list .monaco-list-row", { hasText: label }).first().waitFor();
+    await this.page.keyboard.press("Enter");
   }
 
   /** A notification toast containing `text`. */

@@ -164,6 +164,15 @@ describe("connecting", () => {
     assert.ok(harness.log.lines.some((line) => line.includes("connected to daemon 0.1.0-fake")));
   });
 
+  test("a daemon in the middle of its first build shows as building", async () => {
+    const daemon = await startDaemon();
+    const status = daemon.defaultStatus();
+    daemon.handle("status", () => ({ ...status(), building: true }));
+    await activate();
+    await daemon.waitForSubscriber();
+    await waitForStatus(/^\$\(sync~spin\) hotswap: building$/);
+  });
+
   test("no daemon: a clear state, and a save reconnects at once when the daemon has appeared", async () => {
     await activate();
     await waitForStatus(/^\$\(debug-disconnect\) hotswap: no daemon$/);

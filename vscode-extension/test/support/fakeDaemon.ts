@@ -91,6 +91,32 @@ export class FakeDaemon {
     return daemon;
   }
 
+  /** The fake's own `status` answer, for handlers that change part of it. */
+  defaultStatus(): () => ResultOf<"status"> {
+    return () => this.statusResult();
+  }
+
+  private statusResult(): ResultOf<"status"> {
+    return {
+      daemonVersion: "0.1.0-fake",
+      pid: process.pid,
+      workspaceRoot: this.options.workspaceRoot ?? "/fake/app",
+      package: "app",
+      endpoint: this.socketPath,
+      listenAddress: "127.0.0.1:3000",
+      uptimeMs: 1234,
+      ...(this.generation === undefined ? {} : { currentGeneration: this.generation }),
+      generations:
+        this.generation === undefined
+          ? []
+          : [{ generation: this.generation, state: "current" as const, connections: 2, inFlight: 0, requests: 17, ageMs: 500 }],
+      building: false,
+      unloadedGenerations: 0,
+      leakedGenerations: 0,
+      leakedBytes: 0,
+    };
+  }
+
   /** Replaces how the fake answers `method`. */
   handle<M extends MethodName>(method: M, handler: Handler<M>): void {
     (this.handlers as Record<MethodName, unknown>)[method] = handler;
@@ -269,24 +295,7 @@ export class FakeDaemon {
         };
       },
       rollback: () => new ResponseError(ErrorCode.noPreviousGeneration, "nothing to roll back to: no earlier artifact has served"),
-      status: () => ({
-        daemonVersion: "0.1.0-fake",
-        pid: process.pid,
-        workspaceRoot: root,
-        package: "app",
-        endpoint: this.socketPath,
-        listenAddress: "127.0.0.1:3000",
-        uptimeMs: 1234,
-        ...(this.generation === undefined ? {} : { currentGeneration: this.generation }),
-        generations:
-          this.generation === undefined
-            ? []
-            : [{ generation: this.generation, state: "current" as const, connections: 2, inFlight: 0, requests: 17, ageMs: 500 }],
-        building: false,
-        unloadedGenerations: 0,
-        leakedGenerations: 0,
-        leakedBytes: 0,
-      }),
+      status: () => this.statusResult(),
       subscribe: (_params, connection) => {
         connection.subscribed = true;
         return { subscribed: true };

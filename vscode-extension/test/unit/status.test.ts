@@ -110,6 +110,17 @@ test("a cancelled build goes back to what showed before; unchanged says so", () 
   assert.equal(model.view().text, "$(zap) gen 4 · unchanged");
 });
 
+test("a build already running when the client connects shows as building", () => {
+  const model = connected();
+  model.buildRunning();
+  assert.equal(model.view().text, "$(sync~spin) hotswap: building");
+  assert.ok(model.view().tooltip.includes("Build: cargo build"));
+  model.event(swap(1, 30_000));
+  assert.equal(model.view().text, "$(zap) gen 1 · 30.0 s");
+  model.buildRunning();
+  assert.equal(model.view().text, "$(zap) gen 1 · 30.0 s", "only an idle status turns into building");
+});
+
 test("paused shows on top of the state", () => {
   const model = connected(3);
   model.setPaused(true);
