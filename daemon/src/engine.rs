@@ -698,7 +698,7 @@ async fn wait_until_idle(generation: &Generation, deadline: tokio::time::Instant
         let idle = counters.idle.notified();
         tokio::pin!(idle);
         idle.as_mut().enable();
-        if counters.connections.load(Ordering::SeqCst) == 0 {
+        if counters.is_idle() {
             return;
         }
         if tokio::time::timeout_at(deadline, idle).await.is_err() {

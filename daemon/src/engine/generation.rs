@@ -30,6 +30,10 @@ use super::library::LoadedLibrary;
 pub struct Counters {
     pub generation: u64,
     pub connections: AtomicU64,
+    /// Connections handed to the generation whose serving task has not started yet (and so
+    /// is not counted in `connections`): a generation with some is not idle, or shutting it
+    /// down would drop them unserved.
+    pub handed: AtomicU64,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
     pub panics: AtomicU64,
@@ -38,6 +42,24 @@ pub struct Counters {
     /// Woken whenever the last connection closes.
     pub idle: Notify,
     links: EngineLinks,
+}
+
+impl Counters {
+    /// True when the generation serves no connection and has none waiting to start.
+    pub fn is_idle(&self) -> bool {
+        self.connections.load(Ordering::SeqCst) == 0 && self.handed.load(Ordering::SeqCst) == 0
+    }
+
+    /// A handed connection started serving (and is counted in `connections` now) or was
+    /// refused.
+    fn handoff_ended(&self) {
+        let _ = self
+            .handed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |handed| handed.checked_sub(1));
+        if self.is_idle() {
+            self.idle.notify_waiters();
+        }
+    }
 }
 
 /// Where a generation's callbacks deliver what concerns the whole engine.
@@ -114,6 +136,7 @@ impl Generation {
         let counters = Arc::new(Counters {
             generation: number,
             connections: AtomicU64::new(0),
+            handed: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             panics: AtomicU64::new(0),
@@ -225,7 +248,12 @@ impl Generation {
     /// Hands a connection to the generation, with bytes already read from it (empty for a new
     /// one). `false` if the generation is gone (the socket is then closed).
     pub fn serve(&self, socket: OwnedFd, unread: Vec<u8>) -> bool {
-        self.send(Command::Connection(socket, unread))
+        self.counters.handed.fetch_add(1, Ordering::SeqCst);
+        let sent = self.send(Command::Connection(socket, unread));
+        if !sent {
+            self.counters.handoff_ended();
+        }
+        sent
     }
 
     /// Asks the app for its state (empty: it keeps none).
@@ -377,6 +405,8 @@ fn generation_thread(
                     (functions.serve_connection)(instance, i64::from(raw), ByteSlice::new(&unread))
                 };
                 if code != status::OK {
+                    // SAFETY: the context is the generation's own `Arc<Counters>`.
+                    unsafe { counters(callbacks.context) }.handoff_ended();
                     tracing::warn!(
                         generation = config.generation,
                         "the handler refused a connection (status {code})"
@@ -481,13 +511,16 @@ unsafe extern "C" fn on_panic(context: *const c_void, message: ByteSlice, locati
 
 unsafe extern "C" fn on_connection_opened(context: *const c_void) {
     // SAFETY: as in on_log.
-    unsafe { counters(context) }.connections.fetch_add(1, Ordering::SeqCst);
+    let counters = unsafe { counters(context) };
+    counters.connections.fetch_add(1, Ordering::SeqCst);
+    counters.handoff_ended();
 }
 
 unsafe extern "C" fn on_connection_closed(context: *const c_void) {
     // SAFETY: as in on_log.
     let counters = unsafe { counters(context) };
-    if counters.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
+    counters.connections.fetch_sub(1, Ordering::SeqCst);
+    if counters.is_idle() {
         counters.idle.notify_waiters();
     }
 }
