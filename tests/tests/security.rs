@@ -243,8 +243,7 @@ async fn no_message_makes_the_daemon_run_a_command_or_load_a_library_it_names() 
             .to_string())
         .await;
     assert_eq!(answer["result"]["protocolVersion"], 1, "{answer}");
-    let mut id = 2;
-    for method in [
+    for (index, method) in [
         "status",
         "subscribe",
         "didSave",
@@ -257,13 +256,16 @@ async fn no_message_makes_the_daemon_run_a_command_or_load_a_library_it_names() 
         "build",
         "swap",
         "spawn",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = index + 2;
         let mut params = named.clone();
         if method == "didSave" {
             params["paths"] = serde_json::json!([library_in_app, script, library]);
         }
         let answer = raw.ask(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()).await;
-        id += 1;
         if ["exec", "load", "run", "build", "swap", "spawn"].contains(&method) {
             assert_eq!(answer["error"]["code"], -32601, "{method}: {answer}");
         }
