@@ -113,7 +113,11 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
         }
         Command::Stop => {
             let (client, daemon) = connect(workspace.as_deref()).await?;
-            client.request::<Shutdown>(NoParams {}).await?;
+            match client.request::<Shutdown>(NoParams {}).await {
+                // Stopping closes every connection: the answer can lose that race.
+                Ok(_) | Err(ClientError::Disconnected) => {}
+                Err(error) => return Err(error.into()),
+            }
             // Wait until the daemon is gone (it finishes in-flight requests first).
             let endpoint = endpoint(workspace.as_deref())?;
             drop(client);
