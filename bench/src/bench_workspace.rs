@@ -76,7 +76,11 @@ impl BenchApp {
         let server = table_entry(&mut config, "server");
         server.insert("listen".into(), "127.0.0.1:0".into());
         let build = table_entry(&mut config, "build");
-        build.insert("target_dir".into(), "../target".into());
+        // Absolute, and spelled exactly as the floor's and the standalone builds' `--target-dir`:
+        // cargo rebuilds crates when the same directory is named by another path (`app/../target`).
+        let target_dir =
+            self.directory.parent().map(|root| root.join("target")).unwrap_or_default();
+        build.insert("target_dir".into(), target_dir.display().to_string().into());
         build.insert("debounce_ms".into(), toml::Value::Integer(debounce_ms as i64));
         let text = format!(
             "# Written by hotswap-bench from examples/{}/hotswap.toml.\n{}",

@@ -58,6 +58,40 @@ pub(crate) fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Samples the load average in the background, every `interval`, until dropped.
+#[derive(Debug)]
+pub(crate) struct LoadSampler {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoadSampler {
+    pub(crate) fn start(interval: std::time::Duration) -> Self {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let samples = samples.clone();
+            async move {
+                loop {
+                    samples.lock().expect("samples").push(load_average());
+                    tokio::time::sleep(interval).await;
+                }
+            }
+        });
+        Self { samples, task }
+    }
+
+    /// The samples so far.
+    pub(crate) fn samples(&self) -> Vec<f64> {
+        self.samples.lock().expect("samples").clone()
+    }
+}
+
+impl Drop for LoadSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Cumulative CPU time of the whole machine from `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CpuTimes {

@@ -33,7 +33,7 @@ use bench_workspace::{BenchWorkspace, cargo_program};
 use cases::save_to_served::AppServers;
 use cases::{BenchContext, Effort, progress};
 use daemon_process::DaemonProcess;
-use machine::{CpuTimes, MachineDetails, ProcessSample, load_average};
+use machine::{CpuTimes, LoadSampler, MachineDetails, ProcessSample, load_average};
 use restart_supervisor::{RestartStyle, StandaloneServer};
 
 /// The daemon's default debounce (`[build] debounce_ms` in hotswap.toml).
@@ -76,6 +76,7 @@ async fn run(effort: Effort, output: Option<PathBuf>) -> anyhow::Result<()> {
     let machine = MachineDetails::read();
     let load_at_start = load_average();
     let cpu_at_start = CpuTimes::read();
+    let load_sampler = LoadSampler::start(std::time::Duration::from_secs(5));
     let repository = hotswap_tests::artifacts::repository_root();
     let bench_dir = hotswap_tests::artifacts::cargo_target_dir().join("hotswap-bench");
     std::fs::create_dir_all(bench_dir.join("logs"))?;
@@ -91,6 +92,7 @@ async fn run(effort: Effort, output: Option<PathBuf>) -> anyhow::Result<()> {
     result?;
 
     let (busy, stolen) = CpuTimes::read().shares_since(&cpu_at_start);
+    let loads = load_sampler.samples();
     let mut text = String::new();
     text.push_str(&format!(
         "Measured by `cargo run --release -p hotswap-bench{}` on {} in {:.0} min.\n\n",
@@ -108,9 +110,15 @@ async fn run(effort: Effort, output: Option<PathBuf>) -> anyhow::Result<()> {
         machine.rustc
     ));
     text.push_str(&format!(
-        "- Noise: load average {load_at_start:.2} at the start and {:.2} at the end; the CPUs were busy {:.0} % of the run \
-         (this benchmark included) and {:.1} % of CPU time was stolen by the hypervisor.\n\n",
+        "- Noise: the 1-minute load average was {load_at_start:.2} at the start, {:.2} at the end, {:.2} in the median and {:.2} at most \
+         of {} samples taken every 5 s (with {} CPUs, above {} means processes waited for a CPU); the CPUs were busy {:.0} % of the run \
+         (this benchmark and other users' work) and {:.1} % of CPU time was stolen by the hypervisor.\n\n",
         load_average(),
+        statistics::median(&loads).unwrap_or(f64::NAN),
+        loads.iter().copied().fold(f64::NAN, f64::max),
+        loads.len(),
+        machine.cpus,
+        machine.cpus,
         busy * 100.0,
         stolen * 100.0
     ));
