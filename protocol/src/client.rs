@@ -43,7 +43,16 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
 }
 
-type Pending = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Result<Value, ResponseError>>>>>;
+type Pending = Arc<Mutex<PendingRequests>>;
+
+/// Requests waiting for their answer, and whether answers can still come.
+#[derive(Default)]
+struct PendingRequests {
+    waiters: HashMap<RequestId, oneshot::Sender<Result<Value, ResponseError>>>,
+    /// Set when the connection has ended: `Some(reason)` if the daemon said why (it refused
+    /// the connection), so that a request made afterwards learns it too.
+    ended: Option<Option<ResponseError>>,
+}
 type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 
 /// A connection to a daemon.
@@ -144,7 +153,14 @@ impl Client {
     pub async fn send_request(&self, request: &ClientRequest) -> Result<Value, ClientError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (sender, receiver) = oneshot::channel();
-        self.pending.lock().expect("pending map").insert(id.clone(), sender);
+        {
+            let mut pending = self.pending.lock().expect("pending map");
+            match &pending.ended {
+                Some(Some(reason)) => return Err(ClientError::Rpc(reason.clone())),
+                Some(None) => return Err(ClientError::Disconnected),
+                None => pending.waiters.insert(id.clone(), sender),
+            };
+        }
         if let Err(error) = self.write(&encode_request(Some(&id), request)).await {
             // A daemon that refuses the connection (another user's client, too many clients)
             // says why and closes: the write may fail before its answer is read. Prefer the
@@ -154,7 +170,12 @@ impl Client {
             {
                 return Err(ClientError::Rpc(refusal));
             }
-            self.pending.lock().expect("pending map").remove(&id);
+            let mut pending = self.pending.lock().expect("pending map");
+            pending.waiters.remove(&id);
+            // The connection ended meanwhile (the read loop saw it): its reason is the answer.
+            if let Some(Some(reason)) = &pending.ended {
+                return Err(ClientError::Rpc(reason.clone()));
+            }
             return Err(error);
         }
         match receiver.await {
@@ -206,7 +227,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         match decode_daemon_message(&line) {
             Ok(DaemonMessage::Response { id: Some(id), result }) => {
-                if let Some(waiter) = pending.lock().expect("pending map").remove(&id) {
+                if let Some(waiter) = pending.lock().expect("pending map").waiters.remove(&id) {
                     let _ = waiter.send(result);
                 }
             }
@@ -225,7 +246,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     }
     // Every request still waiting learns that no answer will come, and why if the daemon said.
-    let waiting: Vec<_> = pending.lock().expect("pending map").drain().collect();
+    let waiting: Vec<_> = {
+        let mut pending = pending.lock().expect("pending map");
+        pending.ended = Some(unattributed.clone());
+        pending.waiters.drain().collect()
+    };
     if let Some(reason) = unattributed {
         for (_, waiter) in waiting {
             let _ = waiter.send(Err(reason.clone()));
