@@ -4,6 +4,7 @@
 
 import * as vscode from "vscode";
 
+import { DisconnectedError } from "./client";
 import { NotConnectedError } from "./connection";
 import type { Ctx } from "./ctx";
 import { ErrorCode, type ReloadOutcome, ResponseError, type StatusResult } from "./protocol";
@@ -162,6 +163,11 @@ export function stopDaemon(ctx: Ctx): Command {
         await session.request("shutdown", {});
         ctx.log.info(`[${session.name}] asked the daemon to shut down`);
       } catch (error) {
+        // A stopping daemon closes every connection, and the answer can lose that race.
+        if (error instanceof DisconnectedError) {
+          ctx.log.info(`[${session.name}] the daemon closed the connection while shutting down`);
+          return;
+        }
         reportFailure(ctx, session, "stop the daemon", error);
       }
       return;

@@ -3,11 +3,12 @@
 // fix and a rollback do to the running app what the events say. Fails without HOTSWAP_BIN.
 
 import * as assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { readFile, stat, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 
-import { DaemonClient } from "../../src/client";
+import { DaemonClient, DisconnectedError } from "../../src/client";
 import { canonicalWorkspaceRoot, currentEnvironment, deriveEndpoint } from "../../src/endpoint";
 import type { DaemonEvent, EventParams } from "../../src/protocol";
 import { temporaryDirectory } from "../support/paths";
@@ -173,8 +174,14 @@ test("the client against the real daemon: endpoint, handshake, save, broken save
 
     assert.deepEqual(await client.request("cancelBuild", {}), { cancelled: false });
 
-    // Shutdown: the daemon exits cleanly.
-    assert.deepEqual(await client.request("shutdown", {}), {});
+    // Shutdown: the daemon exits cleanly. The protocol says it answers `{}`; this daemon closes
+    // every connection as it stops, and the answer can lose that race (its own `hotswap stop`
+    // accepts both), so a closed connection counts as an answer here too.
+    const shutdown = await client.request("shutdown", {}).catch((error: unknown) => {
+      if (error instanceof DisconnectedError) return "connection closed";
+      throw error;
+    });
+    assert.ok(shutdown === "connection closed" || Object.keys(shutdown).length === 0, JSON.stringify(shutdown));
     let timer: NodeJS.Timeout | undefined;
     const code = await Promise.race([
       daemon.exited,
@@ -182,6 +189,10 @@ test("the client against the real daemon: endpoint, handshake, save, broken save
     ]);
     clearTimeout(timer);
     assert.equal(code, 0, daemon.log);
+    assert.ok(!existsSync(endpoint), "the daemon removed its socket");
+  } catch (error) {
+    // Say what the daemon printed: the reason is usually there.
+    throw new Error(`${(error as Error).message}\n--- daemon output ---\n${daemon.log}`, { cause: error });
   } finally {
     client.close();
   }

@@ -498,6 +498,19 @@ describe("commands", () => {
     assert.equal(daemon.requests("shutdown").length, 1);
   });
 
+  test("stop daemon is quiet when the daemon closes the connection before answering", async () => {
+    const daemon = await startDaemon({ generation: 1 });
+    daemon.handle("shutdown", (_params, connection) => {
+      connection.socket.destroy();
+      return new Promise(() => undefined);
+    });
+    await activate();
+    await daemon.waitForSubscriber();
+    await vscode.commands.executeCommand("hotswap.stopDaemon");
+    assert.deepEqual(harness.messages, []);
+    assert.ok(harness.log.lines.some((line) => line.includes("the daemon closed the connection while shutting down")));
+  });
+
   test("the status bar's quick pick offers the actions and runs the one picked", async () => {
     const daemon = await startDaemon({ generation: 1 });
     await activate();
