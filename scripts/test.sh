@@ -17,6 +17,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 (cd examples && cargo fmt --all -- --check)
 (cd tests/fixtures && cargo fmt --all -- --check)
+rustfmt --edition 2024 --check protocol/fuzz/fuzz_targets/*.rs
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
