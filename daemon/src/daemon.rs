@@ -487,6 +487,7 @@ impl Daemon {
                 errors,
                 warnings,
                 finished_ago_ms: 0,
+                diagnostics: output.diagnostics.clone(),
             },
             Instant::now(),
         ));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotswap_protocol::messages::{
-    InitializeResult, Method, NoParams, Shutdown as ShutdownMethod, Subscribe,
+    InitializeResult, LastBuild, Method, NoParams, Shutdown as ShutdownMethod, Status, Subscribe,
 };
 use hotswap_protocol::{Client, ClientError, Endpoint};
 use tokio::process::{Child, Command};
@@ -53,6 +53,8 @@ pub(crate) struct DaemonLink {
     pub(crate) events: Client,
     /// What the daemon said about itself in `initialize`.
     pub(crate) daemon: InitializeResult,
+    /// The daemon's last build when this link connected: its diagnostics are what is wrong now.
+    pub(crate) last_build: Option<LastBuild>,
 }
 
 /// Connects to the daemon at `endpoint`: initializes both connections and subscribes one.
@@ -61,7 +63,13 @@ pub(crate) async fn connect(endpoint: Endpoint) -> Result<DaemonLink, DaemonErro
         let (events, daemon) = Client::connect_and_initialize(&endpoint, CLIENT_NAME).await?;
         events.request::<Subscribe>(NoParams {}).await?;
         let (requests, _) = Client::connect_and_initialize(&endpoint, CLIENT_NAME).await?;
-        Ok::<_, DaemonError>(DaemonLink { requests: Arc::new(requests), events, daemon })
+        let last_build = requests.request::<Status>(NoParams {}).await?.last_build;
+        Ok::<_, DaemonError>(DaemonLink {
+            requests: Arc::new(requests),
+            events,
+            daemon,
+            last_build,
+        })
     };
     tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await

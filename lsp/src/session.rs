@@ -577,7 +577,18 @@ impl Session {
             &link.daemon.listen_address,
             link.daemon.generation,
         );
+        let last_build = link.last_build.clone();
         self.daemon = DaemonState::Connected(link);
+        // What is wrong now, even if the failing build happened before this editor connected.
+        if let Some(last) = last_build.filter(|last| last.outcome != BuildOutcome::Cancelled) {
+            let finished = BuildFinished {
+                build: last.build,
+                outcome: last.outcome,
+                duration_ms: last.duration_ms,
+                diagnostics: last.diagnostics,
+            };
+            self.publish_diagnostics(&finished).await;
+        }
         if std::mem::take(&mut self.outage_told) {
             self.announce(MessageType::INFO, &text).await;
         } else {

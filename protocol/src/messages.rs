@@ -253,6 +253,10 @@ pub struct LastBuild {
     pub errors: u32,
     pub warnings: u32,
     pub finished_ago_ms: u64,
+    /// The build's diagnostics, as `buildFinished` carried them: a client that connects later
+    /// can show what is wrong now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

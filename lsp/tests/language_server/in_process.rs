@@ -9,11 +9,13 @@ use hotswap_protocol::events::{
     BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Diagnostic, Event,
     HandlerPanicked, Position, Range, RelatedInformation, Severity, SwapFinished, SwapStages,
 };
-use hotswap_protocol::messages::ClientRequest;
+use hotswap_protocol::messages::{ClientRequest, LastBuild, StatusResult};
 use serde_json::{Value, json};
 
 use crate::fake_editor::FakeEditor;
-use crate::stand_in_daemon::{PlainAnswers, StandInDaemon, WAIT};
+use crate::stand_in_daemon::{
+    Behavior, DaemonFacts, PlainAnswers, Reaction, StandInDaemon, WAIT, plain_answer,
+};
 use crate::test_workspace::TestWorkspace;
 
 const LISTEN_ADDRESS: &str = "127.0.0.1:3000";
@@ -457,4 +459,47 @@ async fn the_server_stops_when_the_editor_closes_the_stream_without_exit() {
     editor.initialize(workspace.initialize_params(json!({}))).await;
     editor.close_input().await;
     assert_eq!(editor.server_end(WAIT).await, ServeEnd::EditorClosed { after_shutdown: false });
+}
+
+/// A daemon whose last build failed before the editor connected.
+struct FailedBeforeConnecting {
+    file: PathBuf,
+}
+
+impl Behavior for FailedBeforeConnecting {
+    fn react(&self, request: &ClientRequest, daemon: &DaemonFacts) -> Reaction {
+        let mut answer = plain_answer(request, daemon);
+        if let (ClientRequest::Status(_), Ok(value)) = (request, &answer) {
+            let mut status: StatusResult = serde_json::from_value(value.clone()).unwrap();
+            status.last_build = Some(LastBuild {
+                build: 4,
+                outcome: BuildOutcome::Failed,
+                duration_ms: 300.0,
+                errors: 1,
+                warnings: 0,
+                finished_ago_ms: 10,
+                diagnostics: vec![mismatched_types(self.file.clone())],
+            });
+            answer = Ok(serde_json::to_value(status).unwrap());
+        }
+        Reaction { answer, events: Vec::new() }
+    }
+}
+
+#[tokio::test]
+async fn an_editor_that_connects_after_a_failed_build_shows_its_errors() {
+    let workspace = TestWorkspace::new();
+    let lib_uri = workspace.uri("src/lib.rs");
+    let behavior = FailedBeforeConnecting { file: workspace.path("src/lib.rs") };
+    let _daemon = StandInDaemon::start(workspace.endpoint(), LISTEN_ADDRESS, Arc::new(behavior));
+    let mut editor = FakeEditor::start(workspace.server_environment());
+    editor.initialize(workspace.initialize_params(json!({}))).await;
+    let published = editor
+        .wait_for_notification("textDocument/publishDiagnostics", |params| {
+            params["uri"] == lib_uri.as_str()
+        })
+        .await;
+    assert_eq!(published["diagnostics"][0]["code"], "E0308");
+    assert_eq!(published["diagnostics"][0]["source"], "hotswap");
+    assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
 }
