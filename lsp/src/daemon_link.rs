@@ -54,7 +54,7 @@ pub(crate) struct DaemonLink {
     /// What the daemon said about itself in `initialize`.
     pub(crate) daemon: InitializeResult,
     /// The daemon's last build when this link connected: its diagnostics are what is wrong now.
-    pub(crate) last_build: Option<LastBuild>,
+    pub(crate) last_build: Option<Box<LastBuild>>,
 }
 
 /// Connects to the daemon at `endpoint`: initializes both connections and subscribes one.
@@ -63,7 +63,7 @@ pub(crate) async fn connect(endpoint: Endpoint) -> Result<DaemonLink, DaemonErro
         let (events, daemon) = Client::connect_and_initialize(&endpoint, CLIENT_NAME).await?;
         events.request::<Subscribe>(NoParams {}).await?;
         let (requests, _) = Client::connect_and_initialize(&endpoint, CLIENT_NAME).await?;
-        let last_build = requests.request::<Status>(NoParams {}).await?.last_build;
+        let last_build = requests.request::<Status>(NoParams {}).await?.last_build.map(Box::new);
         Ok::<_, DaemonError>(DaemonLink {
             requests: Arc::new(requests),
             events,

@@ -580,7 +580,9 @@ impl Session {
         let last_build = link.last_build.clone();
         self.daemon = DaemonState::Connected(link);
         // What is wrong now, even if the failing build happened before this editor connected.
-        if let Some(last) = last_build.filter(|last| last.outcome != BuildOutcome::Cancelled) {
+        if let Some(last) =
+            last_build.map(|last| *last).filter(|last| last.outcome != BuildOutcome::Cancelled)
+        {
             let finished = BuildFinished {
                 build: last.build,
                 outcome: last.outcome,
