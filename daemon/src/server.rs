@@ -29,6 +29,8 @@ pub const MAX_CLIENTS: usize = 1024;
 const MAX_LONG_REQUESTS: usize = 16;
 /// Lines queued for a client before responses wait and events are dropped.
 const OUTGOING_QUEUE: usize = 1024;
+/// How long clients get to receive what is queued for them when the daemon stops.
+const CLIENT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves clients until `shutdown` becomes true.
 pub async fn serve(
@@ -65,14 +67,22 @@ pub async fn serve(
         next_client += 1;
         let client = next_client;
         let (daemon, subscribers, active) = (daemon.clone(), subscribers.clone(), active.clone());
+        let stopping = shutdown.clone();
         active.fetch_add(1, Ordering::SeqCst);
         clients.spawn(async move {
-            serve_client(stream, client, daemon, subscribers.clone()).await;
+            serve_client(stream, client, daemon, subscribers.clone(), stopping).await;
             subscribers.remove(client);
             active.fetch_sub(1, Ordering::SeqCst);
         });
     }
-    clients.shutdown().await;
+    // Each client stops reading and writes what it has queued (the answer to `shutdown`
+    // among it); a client that does not read its socket is cut off after a moment.
+    let finished = tokio::time::timeout(CLIENT_FLUSH_TIMEOUT, async {
+        while clients.join_next().await.is_some() {}
+    });
+    if finished.await.is_err() {
+        clients.shutdown().await;
+    }
 }
 
 /// Only the user who runs the daemon may talk to it (the socket's mode already says so; this
@@ -101,6 +111,7 @@ async fn serve_client(
     client: u64,
     daemon: DaemonHandle,
     subscribers: Arc<Subscribers>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let (read_half, mut write_half) = tokio::io::split(stream);
     let (outgoing, mut queue) = mpsc::channel::<OutgoingLine>(OUTGOING_QUEUE);
@@ -120,7 +131,12 @@ async fn serve_client(
     let mut long_requests = JoinSet::new();
     let mut initialized = false;
     loop {
-        let line = match reader.next_line().await {
+        let line = tokio::select! {
+            biased;
+            () = crate::serve::stopped(&mut shutdown) => break,
+            line = reader.next_line() => line,
+        };
+        let line = match line {
             Ok(Some(line)) => line,
             Ok(None) | Err(_) => break,
         };
@@ -210,7 +226,8 @@ async fn serve_client(
             }
         }
     }
-    // The client hung up: its pending long requests have no one to answer.
+    // The client hung up, or the daemon stops: pending long requests go unanswered, and what
+    // is queued is written before the connection closes.
     long_requests.shutdown().await;
     subscribers.remove(client);
     drop(outgoing);

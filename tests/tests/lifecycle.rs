@@ -220,3 +220,15 @@ async fn an_idle_daemon_uses_no_cpu() {
     let used_ms = (cpu() - before) * 1000 / ticks_per_second;
     assert!(used_ms < 50, "the idle daemon used {used_ms} ms of CPU in 30 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_request_is_answered_before_the_daemon_goes() {
+    let app = App::scaffold("answered-shutdown");
+    for _ in 0..3 {
+        let mut daemon = app.serve().await;
+        let client = daemon.client().await;
+        let answer = client.request::<hotswap_protocol::messages::Shutdown>(NoParams {}).await;
+        assert!(answer.is_ok(), "shutdown was not answered: {answer:?}");
+        assert!(daemon.wait_for_exit(Duration::from_secs(60)).success());
+    }
+}
