@@ -9,8 +9,9 @@
 //!   drains on SIGTERM (finishes requests in flight, closes idle connections). The best a restart
 //!   can do.
 //!
-//! Unlike `cargo watch -x run` (which stops the server first and builds while it is down), the
-//! old server keeps serving during the build here, and no watcher debounce is added.
+//! The benchmark also runs the kill-and-rebind server the way `cargo watch -x run` and bacon's
+//! `kill_then_restart` do by default: stop the server first, then build and start (the server is
+//! down for the whole build). No watcher debounce is added in any style.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,7 +86,8 @@ impl StandaloneServer {
         self.child.as_ref().and_then(tokio::process::Child::id)
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
+    /// Starts the binary (again) without waiting for it to listen.
+    pub(crate) fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path)?;
         let mut command = tokio::process::Command::new(&self.binary);
         command
@@ -131,7 +133,8 @@ impl StandaloneServer {
         self.spawn()
     }
 
-    async fn terminate(&mut self) -> anyhow::Result<()> {
+    /// Stops the running process with SIGTERM and waits for it to exit.
+    pub(crate) async fn terminate(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
         if let Some(pid) = child.id() {
             // SAFETY: kill only sends a signal to our own child process.

@@ -21,6 +21,7 @@ enum Change {
     Hotswap,
     RestartKill,
     RestartHandoff,
+    StopBuildStart,
 }
 
 impl Change {
@@ -29,11 +30,13 @@ impl Change {
             Change::Hotswap => "hotswap (didSave → swap)",
             Change::RestartKill => RestartStyle::KillAndRebind.label(),
             Change::RestartHandoff => RestartStyle::SocketHandoffGraceful.label(),
+            Change::StopBuildStart => super::save_to_served::STOP_BUILD_START_LABEL,
         }
     }
 }
 
-const CHANGES: [Change; 3] = [Change::Hotswap, Change::RestartKill, Change::RestartHandoff];
+const CHANGES: [Change; 4] =
+    [Change::Hotswap, Change::RestartKill, Change::RestartHandoff, Change::StopBuildStart];
 
 pub(crate) async fn run(
     context: &mut BenchContext,
@@ -47,7 +50,9 @@ pub(crate) async fn run(
             for change in rotated(&CHANGES, round) {
                 let address = match change {
                     Change::Hotswap => app_servers.daemon.address,
-                    Change::RestartKill => app_servers.restart_kill.address,
+                    Change::RestartKill | Change::StopBuildStart => {
+                        app_servers.restart_kill.address
+                    }
                     Change::RestartHandoff => app_servers.restart_handoff.address,
                 };
                 let load = start_load(address, app.request_path, CONNECTIONS, false);
@@ -66,6 +71,11 @@ pub(crate) async fn run(
                             RestartStyle::SocketHandoffGraceful
                         };
                         app_servers.restart_server(style).restart().await?;
+                    }
+                    Change::StopBuildStart => {
+                        app_servers.restart_kill.terminate().await?;
+                        context.workspace.build_standalone(app).await?;
+                        app_servers.restart_kill.spawn()?;
                     }
                 }
                 let seen = load.wait_for_marker(Duration::from_secs(300)).await;

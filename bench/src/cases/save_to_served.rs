@@ -48,6 +48,8 @@ enum SavePath {
     HotswapSave,
     HotswapReload,
     Restart(RestartStyleKey),
+    /// `cargo watch -x run`: stop the server, build, start.
+    StopBuildStart,
 }
 
 /// `RestartStyle` as an ordered key.
@@ -73,16 +75,21 @@ impl SavePath {
             SavePath::HotswapSave => "hotswap: didSave → new code served (debounce_ms = 0)",
             SavePath::HotswapReload => "hotswap: reload → new code served",
             SavePath::Restart(style) => style.style().label(),
+            SavePath::StopBuildStart => STOP_BUILD_START_LABEL,
         }
     }
 }
 
-const PATHS: [SavePath; 5] = [
+/// How `cargo watch -x run` and bacon's `kill_then_restart` restart: the server is down while it builds.
+pub(crate) const STOP_BUILD_START_LABEL: &str = "stop, build, start (cargo watch -x run)";
+
+const PATHS: [SavePath; 6] = [
     SavePath::Floor,
     SavePath::HotswapSave,
     SavePath::HotswapReload,
     SavePath::Restart(RestartStyleKey::Kill),
     SavePath::Restart(RestartStyleKey::Handoff),
+    SavePath::StopBuildStart,
 ];
 
 /// What the daemon said about one reload: its build and swap times.
@@ -152,7 +159,9 @@ pub(crate) async fn run(
                 ),
             };
             let versus_save = match path {
-                SavePath::Restart(_) => ratio(median_ratio(&values, &save).unwrap_or(f64::NAN)),
+                SavePath::Restart(_) | SavePath::StopBuildStart => {
+                    ratio(median_ratio(&values, &save).unwrap_or(f64::NAN))
+                }
                 _ => String::new(),
             };
             table.push(vec![
@@ -202,7 +211,8 @@ pub(crate) async fn run(
     ));
     section.notes.push(format!(
         "The end of each path is the first response with the new body to a client polling every {} ms; the same client polls during the floor's build. \
-         Relink + restart builds the app's binary while the old server keeps serving and adds no watcher debounce (cargo-watch's default is 0.5 s; `cargo watch -x run` also stops the server before building).",
+         Relink + restart builds the app's binary while the old server keeps serving; \
+         \"stop, build, start\" is what `cargo watch -x run` and bacon's `kill_then_restart` do by default. No watcher debounce is added (cargo-watch's default is 0.5 s).",
         POLL_INTERVAL.as_millis()
     ));
     context.sections.push(section);
@@ -260,6 +270,15 @@ async fn measure(
             let poller = poll(server.address);
             workspace.build_standalone(app).await?;
             server.restart().await?;
+            let served = poller.await??;
+            Ok((millis_between(started, served), None))
+        }
+        SavePath::StopBuildStart => {
+            let server = &mut servers.restart_kill;
+            let poller = poll(server.address);
+            server.terminate().await?;
+            workspace.build_standalone(app).await?;
+            server.spawn()?;
             let served = poller.await??;
             Ok((millis_between(started, served), None))
         }
