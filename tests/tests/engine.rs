@@ -1,75 +1,13 @@
 //! The swap engine with real handler libraries: real cargo builds, real dlopen, real HTTP.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use hotswap_daemon::engine::events::EventSink;
-use hotswap_daemon::engine::{Engine, EngineConfig};
 use hotswap_protocol::events::{Event, RetireOutcome, SwapStage};
 use hotswap_tests::artifacts::{example_library, fixture_crate_library, fixture_library};
 use hotswap_tests::http::{HttpConnection, get, request};
-use tokio::sync::mpsc;
+use hotswap_tests::in_process::InProcessEngine as Running;
 
-struct Running {
-    engine: Engine,
-    address: SocketAddr,
-    events: mpsc::Receiver<Event>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    _generations: tempfile::TempDir,
-}
-
-impl Running {
-    async fn start(configure: impl FnOnce(&mut EngineConfig)) -> Running {
-        let generations = tempfile::tempdir().unwrap();
-        let mut config = EngineConfig::new(generations.path().to_path_buf());
-        config.drain_timeout = Duration::from_secs(2);
-        configure(&mut config);
-        let (sink, events) = EventSink::channel(100_000);
-        let engine = Engine::new(config, sink).unwrap();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn({
-            let engine = engine.clone();
-            async move {
-                engine
-                    .serve(listener, async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-            }
-        });
-        Running { engine, address, events, stop: Some(stop), server, _generations: generations }
-    }
-
-    async fn swap(&self, library: &Path) -> u64 {
-        match self.engine.swap(library).await {
-            Ok(report) => report.generation,
-            Err(failure) => panic!("swap failed: {failure}"),
-        }
-    }
-
-    /// Waits for the event `matches` accepts, up to 30 s.
-    async fn wait_for(&mut self, mut matches: impl FnMut(&Event) -> bool) -> Event {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(event)) if matches(&event) => return event,
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("the event channel closed"),
-                Err(_) => panic!("timed out waiting for an event"),
-            }
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.server.await.unwrap().unwrap();
-        self.engine.shutdown().await;
-    }
-}
+const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_a_handler_and_swaps_to_new_code() {
@@ -103,7 +41,9 @@ async fn serves_a_handler_and_swaps_to_new_code() {
     assert!(slow.closes_connection(), "the old generation ends keep-alive");
 
     // Generation 1 drains and is really unmapped.
-    let retired = running.wait_for(|event| matches!(event, Event::GenerationRetired(_))).await;
+    let retired = running
+        .wait_for_event(EVENT_TIMEOUT, |event| matches!(event, Event::GenerationRetired(_)))
+        .await;
     let Event::GenerationRetired(retired) = retired else { unreachable!() };
     assert_eq!(
         (retired.generation, retired.outcome, retired.leaked_bytes),
@@ -126,7 +66,9 @@ async fn an_idle_keep_alive_connection_moves_to_the_new_generation() {
     running.swap(&second).await;
     // The old generation gives the idle connection back and the new one serves it: the same
     // connection, the new code, nothing closed under the client.
-    let retired = running.wait_for(|event| matches!(event, Event::GenerationRetired(_))).await;
+    let retired = running
+        .wait_for_event(EVENT_TIMEOUT, |event| matches!(event, Event::GenerationRetired(_)))
+        .await;
     assert!(
         matches!(retired, Event::GenerationRetired(ref retired) if retired.outcome == RetireOutcome::Unloaded)
     );
@@ -166,7 +108,9 @@ async fn a_panicking_handler_answers_500_and_the_engine_goes_on() {
     running.swap(&first).await;
     let response = get(running.address, "/panic").await.unwrap();
     assert_eq!(response.status, 500);
-    let panicked = running.wait_for(|event| matches!(event, Event::HandlerPanicked(_))).await;
+    let panicked = running
+        .wait_for_event(EVENT_TIMEOUT, |event| matches!(event, Event::HandlerPanicked(_)))
+        .await;
     let Event::HandlerPanicked(panicked) = panicked else { unreachable!() };
     assert_eq!(panicked.message, "the fixture panics on /panic");
     assert!(panicked.location.unwrap().contains("src/lib.rs"));
@@ -258,7 +202,10 @@ async fn handler_tracing_reaches_the_host_with_its_generation() {
         request(running.address, "POST", "/todos", r#"{"title":"log me"}"#).await.unwrap();
     assert_eq!(created.status, 201);
     let logged = running
-        .wait_for(|event| matches!(event, Event::Log(line) if line.generation.is_some()))
+        .wait_for_event(
+            EVENT_TIMEOUT,
+            |event| matches!(event, Event::Log(line) if line.generation.is_some()),
+        )
         .await;
     let Event::Log(line) = logged else { unreachable!() };
     assert_eq!(line.generation, Some(generation));
