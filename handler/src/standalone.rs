@@ -28,9 +28,11 @@
 //!
 //! Differences from `hotswap serve` worth knowing: the app starts with `State::default()` (there
 //! is no previous generation), responses carry `hotswap-generation: 0`, and `tracing` records from
-//! handler code are written to stderr as `LEVEL target: message` (the runtime threads use that
-//! subscriber, as a generation's do). Call these functions from a plain `fn main`, not from inside
-//! a tokio runtime: the app gets a runtime of its own.
+//! handler code are written to stderr as `LEVEL target: message` (the runtime threads and the
+//! serving thread use that subscriber, as a generation's do). While it serves, the SDK's panic hook
+//! replaces the process's: a handler panic is written to stderr and answered 500; when serving
+//! ends, the default hook is back. Call these functions from a plain `fn main`, not from inside a
+//! tokio runtime: the app gets a runtime of its own.
 
 use std::ffi::c_void;
 use std::future::Future;
@@ -408,5 +410,86 @@ unsafe extern "C" fn close_returned_connection(
         use std::os::windows::io::{FromRawSocket, OwnedSocket};
         // SAFETY: the library hands over ownership of an open socket.
         drop(unsafe { OwnedSocket::from_raw_socket(socket as u64) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::{Body, Request, Response};
+
+    struct Greeter;
+
+    impl Handler for Greeter {
+        type State = ();
+
+        fn new((): ()) -> Self {
+            Greeter
+        }
+
+        async fn handle(&self, request: Request) -> Response {
+            Response::new(Body::from(format!("hello {}\n", request.uri().path())))
+        }
+    }
+
+    fn options() -> ServeOptions {
+        ServeOptions {
+            worker_threads: 1,
+            drain_timeout: Duration::from_secs(2),
+            ..ServeOptions::default()
+        }
+    }
+
+    /// Reads from `stream` until what was read ends with `suffix`.
+    fn read_until_ends_with(stream: &mut std::net::TcpStream, suffix: &str) -> String {
+        let mut text = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !text.ends_with(suffix.as_bytes()) {
+            let read = stream.read(&mut buffer).expect("the server answers");
+            assert!(read > 0, "closed before {suffix:?}: {}", String::from_utf8_lossy(&text));
+            text.extend_from_slice(&buffer[..read]);
+        }
+        String::from_utf8(text).expect("UTF-8")
+    }
+
+    #[test]
+    fn serves_a_handler_and_stops_gracefully() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            serve_until::<Greeter>(listener, &options(), async {
+                let _ = stopped.await;
+            })
+        });
+
+        let mut first = std::net::TcpStream::connect(address).unwrap();
+        first.write_all(b"GET /world HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+        let response = read_until_ends_with(&mut first, "hello /world\n");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("hotswap-generation: 0"), "{response}");
+
+        // The connection is kept alive: a second request on it is answered too.
+        first.write_all(b"GET /again HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+        read_until_ends_with(&mut first, "hello /again\n");
+
+        // Stopping closes the idle keep-alive connection and returns.
+        stop.send(()).unwrap();
+        server.join().unwrap().unwrap();
+        let mut rest = Vec::new();
+        let closed = first.read_to_end(&mut rest);
+        assert!(closed.is_err() || rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+
+    #[test]
+    fn refuses_to_run_inside_a_tokio_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let error = runtime
+            .block_on(async { serve::<Greeter>(listener, &ServeOptions::default()) })
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     }
 }
