@@ -39,11 +39,12 @@ use restart_supervisor::{RestartStyle, StandaloneServer};
 /// The daemon's default debounce (`[build] debounce_ms` in hotswap.toml).
 const DEFAULT_DEBOUNCE_MS: u64 = 50;
 
-const USAGE: &str = "usage: hotswap-bench [--quick] [--output FILE]
+const USAGE: &str = "usage: hotswap-bench [--quick] [--builtin-load] [--output FILE]
 
 Benchmarks hotswap (see BENCHMARKS.md). --quick runs a few rounds only, to check that the
-benchmark works; its numbers are not worth quoting. The report is printed and written to
-target/hotswap-bench/report.md (or FILE).";
+benchmark works; its numbers are not worth quoting. --builtin-load uses the built-in load
+generator for the dispatch case even when wrk is installed (it is the fallback when wrk cannot be
+installed). The report is printed and written to target/hotswap-bench/report.md (or FILE).";
 
 fn main() -> anyhow::Result<()> {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -54,10 +55,12 @@ fn main() -> anyhow::Result<()> {
     }
     let mut effort = Effort::FULL;
     let mut output = None;
+    let mut builtin_load = false;
     let mut remaining = arguments.iter();
     while let Some(argument) = remaining.next() {
         match argument.as_str() {
             "--quick" => effort = Effort::QUICK,
+            "--builtin-load" => builtin_load = true,
             "--output" => output = Some(PathBuf::from(remaining.next().context("--output FILE")?)),
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -68,10 +71,17 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(run(effort, output))
+    let shown_arguments =
+        if arguments.is_empty() { String::new() } else { format!(" -- {}", arguments.join(" ")) };
+    runtime.block_on(run(effort, output, builtin_load, &shown_arguments))
 }
 
-async fn run(effort: Effort, output: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(
+    effort: Effort,
+    output: Option<PathBuf>,
+    builtin_load: bool,
+    shown_arguments: &str,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let machine = MachineDetails::read();
     let load_at_start = load_average();
@@ -84,7 +94,7 @@ async fn run(effort: Effort, output: Option<PathBuf>) -> anyhow::Result<()> {
     let hotswap_binary = build_hotswap(&repository).await?;
     let mut context = BenchContext::new(effort, workspace, bench_dir.clone(), hotswap_binary);
 
-    let result = run_cases(&mut context).await;
+    let result = run_cases(&mut context, builtin_load).await;
     for app in &context.workspace.apps {
         app.restore()?;
         app.write_hotswap_toml(0)?;
@@ -95,8 +105,7 @@ async fn run(effort: Effort, output: Option<PathBuf>) -> anyhow::Result<()> {
     let loads = load_sampler.samples();
     let mut text = String::new();
     text.push_str(&format!(
-        "Measured by `cargo run --release -p hotswap-bench{}` on {} in {:.0} min.\n\n",
-        if effort.save_rounds == Effort::QUICK.save_rounds { " -- --quick" } else { "" },
+        "Measured by `cargo run --release -p hotswap-bench{shown_arguments}` on {} in {:.0} min.\n\n",
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         started.elapsed().as_secs_f64() / 60.0
     ));
@@ -136,7 +145,7 @@ async fn run(effort: Effort, output: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_cases(context: &mut BenchContext) -> anyhow::Result<()> {
+async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Result<()> {
     let apps = context.workspace.apps.clone();
     for app in &apps {
         app.restore()?;
@@ -148,7 +157,8 @@ async fn run_cases(context: &mut BenchContext) -> anyhow::Result<()> {
         context.workspace.build_handler(app).await?;
         context.workspace.build_standalone(app).await?;
     }
-    let wrk = tokio::task::spawn_blocking(wrk::find_or_install).await?;
+    let wrk =
+        if builtin_load { None } else { tokio::task::spawn_blocking(wrk::find_or_install).await? };
 
     let mut servers = start_servers(context).await?;
     let mut starting_memory = BTreeMap::new();

@@ -215,7 +215,7 @@ pub(crate) async fn run(
             duration.as_secs()
         ),
         None => format!(
-            "the built-in load generator (wrk could not be installed), {} s per run",
+            "the built-in load generator (32 and 1 connections; wrk could not be installed, or `--builtin-load` asked for it), {} s per run",
             duration.as_secs()
         ),
     };
@@ -223,7 +223,11 @@ pub(crate) async fn run(
         "{} rounds, servers alternated, {tool}{}; ratios are medians of per-round ratios (hotswap ÷ binary: above 1 is more requests/s, or more latency and CPU). \
          Both servers run the app built with the dev profile (what `hotswap serve` builds by default), 2 runtime threads each.",
         context.effort.dispatch_rounds,
-        if pinning { "; server pinned to CPU 0 and load generator to CPU 1 with taskset" } else { "" }
+        if pinning {
+            "; server pinned to CPU 0 and the load generator (wrk, or this benchmark's process) to CPU 1 with taskset"
+        } else {
+            ""
+        }
     ));
     context.sections.push(section);
     Ok(())
@@ -257,9 +261,22 @@ async fn measure(
             .await?
         }
         None => {
+            // The load comes from this process: it gets the other CPU, as wrk would.
+            let own = std::process::id();
+            let pinning = find_on_path("taskset").is_some();
+            if pinning {
+                pin_process(own, "1");
+            }
             let running = start_load(address, path, connections as usize, true);
             tokio::time::sleep(duration).await;
             let report = running.stop().await;
+            if pinning {
+                let all = format!(
+                    "0-{}",
+                    std::thread::available_parallelism().map_or(1, |count| count.get()) - 1
+                );
+                pin_process(own, &all);
+            }
             let latencies_ms: Vec<f64> = report.latencies_us.iter().map(|us| us / 1000.0).collect();
             Ok(WrkResult {
                 requests_per_second: report.answered as f64 / report.elapsed.as_secs_f64(),
