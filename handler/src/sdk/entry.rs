@@ -26,12 +26,12 @@ pub const fn header<A: Handler>() -> HandlerHeader {
         sdk_version: ByteSlice::from_static(SDK_VERSION.as_bytes()),
         target: ByteSlice::from_static(TARGET.as_bytes()),
         functions: HandlerFunctions {
-            init: init::<A>,
+            init,
             start: start::<A>,
-            serve_connection: serve_connection::<A>,
-            begin_drain: begin_drain::<A>,
-            export_state: export_state::<A>,
-            shutdown: shutdown::<A>,
+            serve_connection,
+            begin_drain,
+            export_state,
+            shutdown,
             free_buffer,
         },
     }
@@ -56,12 +56,12 @@ unsafe fn write_message(out: *mut OwnedBuffer, message: String) {
 
 /// # Safety
 /// `instance` must come from `init` of this library and not have been shut down.
-unsafe fn instance<'a, A: Handler>(instance: *mut c_void) -> &'a mut Instance<A> {
+unsafe fn instance<'a>(instance: *mut c_void) -> &'a mut Instance {
     // SAFETY: guaranteed by the caller; the host calls from one thread, so access is exclusive.
-    unsafe { &mut *instance.cast::<Instance<A>>() }
+    unsafe { &mut *instance.cast::<Instance>() }
 }
 
-unsafe extern "C" fn init<A: Handler>(
+unsafe extern "C" fn init(
     config: *const InitConfig,
     host: *const HostCallbacks,
     out: *mut InitResult,
@@ -69,7 +69,7 @@ unsafe extern "C" fn init<A: Handler>(
     let result = catch(|| {
         // SAFETY: the host passes valid pointers for the duration of the call.
         let (config, host) = unsafe { (*config, *host) };
-        Instance::<A>::create(config, Host::new(host))
+        Instance::create(config, Host::new(host))
     });
     let result = match result {
         Ok(Ok(instance)) => InitResult {
@@ -100,7 +100,7 @@ unsafe extern "C" fn start<A: Handler>(
 ) -> u32 {
     let result = catch(|| {
         // SAFETY: per the ABI contract.
-        let instance = unsafe { instance::<A>(instance_pointer) };
+        let instance = unsafe { instance(instance_pointer) };
         // SAFETY: the host's state bytes live for the call.
         let bytes = unsafe { state.as_bytes() };
         let (state, warning) = match super::state::import::<A>(bytes) {
@@ -129,24 +129,19 @@ unsafe extern "C" fn start<A: Handler>(
     code
 }
 
-unsafe extern "C" fn serve_connection<A: Handler>(
+unsafe extern "C" fn serve_connection(
     instance_pointer: *mut c_void,
     socket: i64,
     unread: ByteSlice,
 ) -> u32 {
     let result = catch(|| {
         let stream = adopt_socket(socket);
+        stream.set_nonblocking(true).ok();
         // SAFETY: the host's bytes live for the call; they are copied.
         let unread = bytes::Bytes::copy_from_slice(unsafe { unread.as_bytes() });
         // SAFETY: per the ABI contract.
-        let instance = unsafe { instance::<A>(instance_pointer) };
-        let Some(app) = instance.app.clone() else { return status::FAILED };
-        stream.set_nonblocking(true).ok();
-        let shared = instance.shared.clone();
-        instance
-            .runtime()
-            .spawn(super::http_service::serve_connection(stream, unread, app, shared));
-        status::OK
+        let instance = unsafe { instance(instance_pointer) };
+        if instance.serve(stream, unread) { status::OK } else { status::FAILED }
     });
     result.unwrap_or(status::PANICKED)
 }
@@ -165,24 +160,21 @@ fn adopt_socket(socket: i64) -> std::net::TcpStream {
     unsafe { std::net::TcpStream::from_raw_socket(socket as u64) }
 }
 
-unsafe extern "C" fn begin_drain<A: Handler>(instance_pointer: *mut c_void, purge_after_ms: u64) {
+unsafe extern "C" fn begin_drain(instance_pointer: *mut c_void, purge_after_ms: u64) {
     let _ = catch(|| {
         // SAFETY: per the ABI contract.
-        let instance = unsafe { instance::<A>(instance_pointer) };
+        let instance = unsafe { instance(instance_pointer) };
         instance.begin_drain(Duration::from_millis(purge_after_ms));
     });
 }
 
-unsafe extern "C" fn export_state<A: Handler>(
-    instance_pointer: *mut c_void,
-    out: *mut OwnedBuffer,
-) -> u32 {
+unsafe extern "C" fn export_state(instance_pointer: *mut c_void, out: *mut OwnedBuffer) -> u32 {
     let result = catch(|| {
         // SAFETY: per the ABI contract.
-        let instance = unsafe { instance::<A>(instance_pointer) };
+        let instance = unsafe { instance(instance_pointer) };
         let Some(app) = instance.app.clone() else { return Ok(None) };
         let _context = instance.runtime().enter();
-        super::state::export(&*app)
+        app.export_state_envelope()
     });
     let (code, bytes) = match result {
         Ok(Ok(Some(bytes))) => (status::OK, bytes),
@@ -195,14 +187,14 @@ unsafe extern "C" fn export_state<A: Handler>(
     code
 }
 
-unsafe extern "C" fn shutdown<A: Handler>(
+unsafe extern "C" fn shutdown(
     instance_pointer: *mut c_void,
     timeout_ms: u64,
     message: *mut OwnedBuffer,
 ) -> u32 {
     let result = catch(|| {
         // SAFETY: per the ABI contract; the host never uses the instance after this call.
-        let instance = unsafe { Box::from_raw(instance_pointer.cast::<Instance<A>>()) };
+        let instance = unsafe { Box::from_raw(instance_pointer.cast::<Instance>()) };
         instance.shutdown(Duration::from_millis(timeout_ms))
     });
     let (code, text) = match result {

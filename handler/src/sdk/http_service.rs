@@ -18,9 +18,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use tokio::sync::watch;
 
-use super::instance::{Phase, Shared};
+use super::instance::{DynHandler, Phase, Shared};
 use super::panics::CatchUnwind;
-use super::{Body, Handler, Request, Response};
+use super::{Body, Request, Response};
 use crate::abi::request_outcome;
 
 /// How long a purged connection gets to write its 503s before it is closed.
@@ -36,10 +36,10 @@ type BoxedResponse = Pin<Box<dyn Future<Output = Result<http::Response<Body>, In
 /// request can be lost to a close racing with it. A busy connection finishes its request, whose
 /// response says `connection: close`. A connection that asked for an HTTP upgrade (WebSocket)
 /// stays until the purge.
-pub(crate) async fn serve_connection<A: Handler>(
+pub(crate) async fn serve_connection(
     socket: std::net::TcpStream,
     unread: Bytes,
-    app: Arc<A>,
+    app: Arc<dyn DynHandler>,
     shared: Arc<Shared>,
 ) {
     let _connection = shared.host.connection();
@@ -126,9 +126,9 @@ pub(crate) async fn serve_connection<A: Handler>(
 }
 
 /// A connection that upgraded (or asked to): served with upgrade support, drained by closing.
-async fn serve_upgradeable<A: Handler>(
+async fn serve_upgradeable(
     io: TokioIo<PrefixedStream>,
-    app: Arc<A>,
+    app: Arc<dyn DynHandler>,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
 ) {
@@ -250,8 +250,8 @@ impl tokio::io::AsyncWrite for PrefixedStream {
     }
 }
 
-async fn respond<A: Handler>(
-    app: Arc<A>,
+async fn respond(
+    app: Arc<dyn DynHandler>,
     shared: Arc<Shared>,
     request: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, Infallible> {
@@ -265,7 +265,7 @@ async fn respond<A: Handler>(
             let mut phase = shared.phase.clone();
             tokio::select! {
                 biased;
-                result = CatchUnwind::new(app.handle(request)) => match result {
+                result = CatchUnwind::new(app.handle_boxed(request)) => match result {
                     Ok(response) => response,
                     Err(()) => {
                         tracker.outcome = request_outcome::PANICKED;

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::Handler;
+use std::future::Future;
+use std::pin::Pin;
+
 use super::logging::ForwardingSubscriber;
+use super::{Handler, Request, Response};
 use crate::abi::{ByteSlice, HostCallbacks, InitConfig, request_outcome};
 
 /// The host's callbacks. The host guarantees they may be called from any thread of the
@@ -113,18 +116,42 @@ pub(crate) struct Shared {
     pub(crate) phase: watch::Receiver<Phase>,
 }
 
+/// The app, behind a trait object: everything that serves it (hyper, the connection logic, the
+/// generation's runtime) is compiled once, in this crate, not again in every app's crate at every
+/// rebuild. Only `Handler::new` and the state's serde code are generic over the app.
+pub(crate) trait DynHandler: Send + Sync + 'static {
+    fn handle_boxed(&self, request: Request)
+    -> Pin<Box<dyn Future<Output = Response> + Send + '_>>;
+
+    /// The app's state as a JSON envelope, or `None` when it keeps none.
+    fn export_state_envelope(&self) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl<A: Handler> DynHandler for A {
+    fn handle_boxed(
+        &self,
+        request: Request,
+    ) -> Pin<Box<dyn Future<Output = Response> + Send + '_>> {
+        Box::pin(self.handle(request))
+    }
+
+    fn export_state_envelope(&self) -> Result<Option<Vec<u8>>, String> {
+        super::state::export(self)
+    }
+}
+
 /// The library's side of one generation; the host holds it as an opaque pointer.
-pub(crate) struct Instance<A: Handler> {
+pub(crate) struct Instance {
     pub(crate) shared: Arc<Shared>,
     pub(crate) runtime: Option<tokio::runtime::Runtime>,
-    pub(crate) app: Option<Arc<A>>,
+    pub(crate) app: Option<Arc<dyn DynHandler>>,
     pub(crate) phase: watch::Sender<Phase>,
     live_threads: Arc<AtomicUsize>,
     /// Keeps the forwarding subscriber as the default of the generation thread.
     dispatch_guard: Option<tracing::dispatcher::DefaultGuard>,
 }
 
-impl<A: Handler> Instance<A> {
+impl Instance {
     /// Builds the generation's runtime. Runs on the generation thread.
     pub(crate) fn create(config: InitConfig, host: Host) -> Result<Self, String> {
         super::panics::install_hook(host);
@@ -170,6 +197,14 @@ impl<A: Handler> Instance<A> {
 
     pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
         self.runtime.as_ref().expect("the runtime lives until shutdown")
+    }
+
+    /// Serves a connection handed over by the host, starting with `unread` bytes.
+    pub(crate) fn serve(&self, stream: std::net::TcpStream, unread: bytes::Bytes) -> bool {
+        let Some(app) = self.app.clone() else { return false };
+        let shared = self.shared.clone();
+        self.runtime().spawn(super::http_service::serve_connection(stream, unread, app, shared));
+        true
     }
 
     /// Starts draining: connections stop being kept alive, and after `purge_after` the requests
