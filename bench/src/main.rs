@@ -105,7 +105,8 @@ async fn run(
     let loads = load_sampler.samples();
     let mut text = String::new();
     text.push_str(&format!(
-        "Measured by `cargo run --release -p hotswap-bench{shown_arguments}` on {} in {:.0} min.\n\n",
+        "Measured by `cargo run --release -p hotswap-bench{shown_arguments}` at commit {} on {} in {:.0} min.\n\n",
+        repository_commit(&repository),
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         started.elapsed().as_secs_f64() / 60.0
     ));
@@ -256,6 +257,19 @@ async fn build_hotswap(repository: &Path) -> anyhow::Result<PathBuf> {
         bail!("{} was not built", binary.display());
     }
     Ok(binary)
+}
+
+/// The repository's commit, and whether the working tree had uncommitted changes to tracked files.
+fn repository_commit(repository: &Path) -> String {
+    let directory = repository.display().to_string();
+    let commit = command_output("git", &["-C", &directory, "rev-parse", "--short", "HEAD"]);
+    let changes =
+        command_output("git", &["-C", &directory, "status", "--porcelain", "--untracked-files=no"]);
+    match (commit.is_empty(), changes.is_empty()) {
+        (true, _) => "unknown (not a git checkout)".to_owned(),
+        (false, true) => commit,
+        (false, false) => format!("{commit} with uncommitted changes"),
+    }
 }
 
 fn command_output(program: &str, arguments: &[&str]) -> String {
