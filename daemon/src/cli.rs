@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use hotswap_daemon::config::Config;
+use hotswap_daemon::config::{Config, normalized};
 use hotswap_daemon::scaffold::{self, ScaffoldOptions, SdkSource};
 use hotswap_daemon::serve::{ServeOptions, serve};
 use hotswap_protocol::endpoint::Endpoint;
@@ -183,13 +183,13 @@ fn new(
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<ExitCode> {
     let sdk = match (sdk_path, sdk_version, scaffold::checkout_handler_dir()) {
-        (Some(path), _, _) => SdkSource::Path(std::path::absolute(path)?),
+        (Some(path), _, _) => SdkSource::Path(normalized(&std::path::absolute(path)?)),
         (None, Some(version), _) => SdkSource::Version(version),
         (None, None, Some(checkout)) => SdkSource::Path(checkout),
         (None, None, None) => SdkSource::Version(env!("CARGO_PKG_VERSION").to_owned()),
     };
     let target_dir = match target_dir {
-        Some(dir) => Some(std::path::absolute(dir)?),
+        Some(dir) => Some(normalized(&std::path::absolute(dir)?)),
         None if matches!(sdk, SdkSource::Path(_)) => scaffold::checkout_shared_target_dir(),
         None => None,
     };

@@ -252,8 +252,28 @@ impl Config {
     /// The target directory hotswap builds in, made absolute against the workspace root; `None`
     /// means the default, `<cargo's target dir>/hotswap`.
     pub fn target_dir(&self) -> Option<PathBuf> {
-        self.file.build.target_dir.as_ref().map(|dir| self.workspace_root.join(dir))
+        self.file.build.target_dir.as_ref().map(|dir| normalized(&self.workspace_root.join(dir)))
     }
+}
+
+/// `path` without `.` and `..` components (resolved by the text, since the directory may not
+/// exist yet). Cargo keys its incremental cache by the target directory's spelling: `app/../target`
+/// and `target` would rebuild from scratch each time one follows the other.
+pub fn normalized(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut result = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !result.pop() {
+                    result.push(component);
+                }
+            }
+            other => result.push(other),
+        }
+    }
+    result
 }
 
 #[cfg(test)]
@@ -328,6 +348,20 @@ rollback_depth = 2
         assert!(error.contains("line 2") && error.contains("fresh"), "{error}");
         let error = error_of("[build]\ndebounce_ms = -1\n");
         assert!(error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn target_dirs_are_spelled_without_dots() {
+        assert_eq!(
+            normalized(Path::new("/w/app/../target/./hotswap")),
+            Path::new("/w/target/hotswap")
+        );
+        assert_eq!(normalized(Path::new("/w/app")), Path::new("/w/app"));
+        let config = Config {
+            workspace_root: "/w/app".into(),
+            file: Config::parse("[build]\ntarget_dir = \"../target\"\n").unwrap(),
+        };
+        assert_eq!(config.target_dir(), Some(PathBuf::from("/w/target")));
     }
 
     #[test]

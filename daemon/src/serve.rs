@@ -40,7 +40,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         config.file.server.listen = listen;
     }
     if let Some(target_dir) = &options.target_dir {
-        config.file.build.target_dir = Some(std::path::absolute(target_dir)?);
+        config.file.build.target_dir =
+            Some(crate::config::normalized(&std::path::absolute(target_dir)?));
     }
     let root = config.workspace_root.clone();
     let endpoint = Endpoint::for_workspace(&root)?;
