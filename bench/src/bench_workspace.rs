@@ -1,13 +1,21 @@
 //! The apps the benchmark edits and builds, kept apart from the repository's `examples/` so that a
 //! run never touches files other people work on: copies of `examples/hello` and `examples/todo`
-//! (each with a `hotswap.toml` for the daemon), and each app again as one ordinary binary
-//! (`<app>-standalone`, serving the same `src/lib.rs` with `hotswap_handler::standalone`), in one
-//! cargo workspace under `target/hotswap-bench/apps` with one shared target directory.
+//! (each with a `hotswap.toml` for the daemon), and each app again as one binary served by
+//! hotswap's SDK (`<app>-standalone`, serving the same `src/lib.rs` with
+//! `hotswap_handler::standalone`), in one cargo workspace under `target/hotswap-bench/apps` with
+//! one shared target directory; and each app as a user without hotswap writes it (`<app>-axum`,
+//! an ordinary axum binary, see [`crate::user_style`]) in a workspace of its own under
+//! `target/hotswap-bench/user-apps`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::user_style::{
+    self, CheckedRequest, UserProfile, UserStyleCrate, UserStyleSource, UserStyleWorkspace,
+    write_if_changed,
+};
 
 /// A one-line change the benchmark makes to an app, again and again, each time with a new number.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +24,15 @@ pub(crate) struct OneLineEdit {
     pub(crate) original: &'static str,
     /// The replacement; `{edit}` becomes `(edit N)`, which then shows in the response body.
     pub(crate) replacement: &'static str,
+}
+
+impl OneLineEdit {
+    /// `source` with edit number `number`, and the text that responses of the new code contain.
+    fn apply(&self, source: &str, number: u64) -> (String, String) {
+        let marker = format!("(edit {number})");
+        let replacement = self.replacement.replace("{edit}", &marker);
+        (source.replacen(self.original, &replacement, 1), marker)
+    }
 }
 
 /// An example app as the benchmark uses it.
@@ -29,44 +46,71 @@ pub(crate) struct BenchApp {
     /// The path whose response shows the edit.
     pub(crate) request_path: &'static str,
     pub(crate) standalone_package: String,
+    /// The app as an ordinary axum binary.
+    pub(crate) user_style: UserStyleCrate,
+    /// Requests that the user-style app must answer as the example does.
+    pub(crate) checked_requests: &'static [CheckedRequest],
+}
+
+/// An app of the benchmark: which example, how it is changed, how a user without hotswap
+/// writes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AppDefinition {
+    pub(crate) name: &'static str,
+    pub(crate) edit: OneLineEdit,
+    pub(crate) request_path: &'static str,
+    pub(crate) user_style: UserStyleSource,
+    pub(crate) checked_requests: &'static [CheckedRequest],
 }
 
 /// The apps and how each is changed: the greeting of `hello`, the summary line of `todo`.
-pub(crate) const APPS: [(&str, OneLineEdit, &str); 2] = [
-    (
-        "hello",
-        OneLineEdit {
+pub(crate) const APPS: [AppDefinition; 2] = [
+    AppDefinition {
+        name: "hello",
+        edit: OneLineEdit {
             original: "\"hello from hotswap\\n\"",
             replacement: "\"hello from hotswap {edit}\\n\"",
         },
-        "/",
-    ),
-    (
-        "todo",
-        OneLineEdit {
+        request_path: "/",
+        user_style: user_style::HELLO_AXUM,
+        checked_requests: user_style::HELLO_CHECKED_REQUESTS,
+    },
+    AppDefinition {
+        name: "todo",
+        edit: OneLineEdit {
             original: "\"todo: {} items, {open} open\\n\"",
             replacement: "\"todo {edit}: {} items, {open} open\\n\"",
         },
-        "/",
-    ),
+        request_path: "/",
+        user_style: user_style::TODO_AXUM,
+        checked_requests: user_style::TODO_CHECKED_REQUESTS,
+    },
 ];
 
 impl BenchApp {
     /// Rewrites `src/lib.rs` with edit number `number` (as an editor saves: the whole file) and
     /// returns the text that responses of the new code contain.
     pub(crate) fn write_edit(&self, number: u64) -> anyhow::Result<String> {
-        let marker = format!("(edit {number})");
-        let replacement = self.edit.replacement.replace("{edit}", &marker);
-        let text = self.original_source.replacen(self.edit.original, &replacement, 1);
+        let (text, marker) = self.edit.apply(&self.original_source, number);
         std::fs::write(&self.source_file, text)
             .with_context(|| format!("cannot write {}", self.source_file.display()))?;
         Ok(marker)
     }
 
-    /// Puts the unedited source back.
+    /// The same edit, made to the user-style app's `src/main.rs`.
+    pub(crate) fn write_user_style_edit(&self, number: u64) -> anyhow::Result<String> {
+        let (text, marker) = self.edit.apply(&self.user_style.original_source, number);
+        std::fs::write(&self.user_style.source_file, text)
+            .with_context(|| format!("cannot write {}", self.user_style.source_file.display()))?;
+        Ok(marker)
+    }
+
+    /// Puts the unedited sources back.
     pub(crate) fn restore(&self) -> anyhow::Result<()> {
         std::fs::write(&self.source_file, &self.original_source)
-            .with_context(|| format!("cannot write {}", self.source_file.display()))
+            .with_context(|| format!("cannot write {}", self.source_file.display()))?;
+        std::fs::write(&self.user_style.source_file, &self.user_style.original_source)
+            .with_context(|| format!("cannot write {}", self.user_style.source_file.display()))
     }
 
     /// The `hotswap.toml` of the app's daemon, with `debounce_ms`.
@@ -109,6 +153,8 @@ pub(crate) struct BenchWorkspace {
     /// Builds with full debug info (the ~20 MiB library of the swap-cost case).
     pub(crate) debuginfo_target_dir: PathBuf,
     pub(crate) apps: Vec<BenchApp>,
+    /// The apps as ordinary axum binaries.
+    pub(crate) user_style: UserStyleWorkspace,
 }
 
 impl BenchWorkspace {
@@ -120,7 +166,12 @@ impl BenchWorkspace {
         let examples = repository.join("examples");
         let mut members = Vec::new();
         let mut apps = Vec::new();
-        for (name, edit, request_path) in APPS {
+        let user_style_workspace = UserStyleWorkspace::prepare(
+            bench_dir.join("user-apps"),
+            &examples,
+            &APPS.map(|definition| format!("{}-axum", definition.name)),
+        )?;
+        for AppDefinition { name, edit, request_path, user_style, checked_requests } in APPS {
             let directory = root.join(name);
             copy_directory(&examples.join(name), &directory, &["target"])?;
             let source_file = directory.join("src/lib.rs");
@@ -139,6 +190,20 @@ impl BenchWorkspace {
                 name,
                 &original_source,
             )?;
+            let user_style = user_style_workspace.write_crate(
+                name,
+                &examples.join(name),
+                user_style,
+                &original_source,
+                edit.original,
+            )?;
+            if !user_style.original_source.contains(edit.original) {
+                bail!(
+                    "{} lacks {} (the line the benchmark edits); update bench/src/user_style.rs",
+                    user_style.source_file.display(),
+                    edit.original
+                );
+            }
             members.push(name.to_owned());
             members.push(standalone_package.clone());
             apps.push(BenchApp {
@@ -149,6 +214,8 @@ impl BenchWorkspace {
                 edit,
                 request_path,
                 standalone_package,
+                user_style,
+                checked_requests,
             });
         }
         // The workspace manifest: the examples' own (profiles included), with our members and the
@@ -181,6 +248,7 @@ impl BenchWorkspace {
             debuginfo_target_dir: root.join("target-debuginfo"),
             root,
             apps,
+            user_style: user_style_workspace,
         })
     }
 
@@ -238,6 +306,20 @@ impl BenchWorkspace {
     pub(crate) fn standalone_binary(&self, app: &BenchApp) -> PathBuf {
         self.target_dir.join("debug").join(&app.standalone_package)
     }
+
+    /// `cargo build` of the app as an ordinary axum binary, with `profile`.
+    pub(crate) async fn build_user_style(
+        &self,
+        app: &BenchApp,
+        profile: UserProfile,
+    ) -> anyhow::Result<Duration> {
+        let command = self.user_style.build_command(&app.user_style.package, profile);
+        run_timed(command, &app.user_style.package).await
+    }
+
+    pub(crate) fn user_style_binary(&self, app: &BenchApp, profile: UserProfile) -> PathBuf {
+        self.user_style.binary(&app.user_style.package, profile)
+    }
 }
 
 /// Runs a cargo command and returns how long it took, or its errors.
@@ -284,7 +366,7 @@ fn copy_directory(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The app as an ordinary binary: its `src/lib.rs` as a module, served by
+/// The app as one binary on hotswap's SDK: its `src/lib.rs` as a module, served by
 /// `hotswap_handler::standalone`, with the app's own dependencies.
 fn write_standalone_crate(
     app_directory: &Path,
@@ -292,14 +374,8 @@ fn write_standalone_crate(
     app_name: &str,
     source: &str,
 ) -> anyhow::Result<()> {
-    let handler_type = source
-        .split("export_handler!(")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .with_context(|| format!("no export_handler!(...) in examples/{app_name}/src/lib.rs"))?
-        .to_owned();
+    let handler_type = user_style::exported_handler_type(source)
+        .with_context(|| format!("no export_handler!(...) in examples/{app_name}/src/lib.rs"))?;
     let mut manifest: toml::Table =
         std::fs::read_to_string(app_directory.join("Cargo.toml"))?.parse()?;
     manifest.remove("lib");
@@ -339,13 +415,6 @@ fn write_standalone_crate(
     write_if_changed(&crate_directory.join("Cargo.toml"), &manifest_text)?;
     let main = STANDALONE_MAIN.replace("{app}", app_name).replace("{Handler}", &handler_type);
     write_if_changed(&source_directory.join("main.rs"), &main)?;
-    Ok(())
-}
-
-fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
-    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
-        std::fs::write(path, text)?;
-    }
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! `hotswap-bench`: measures hotswap against the bare `cargo build` of the same change and against
-//! relink-and-restart of the same app as one binary, and prints a markdown report (medians of
-//! alternating rounds, ratios measured side by side, the machine it ran on). See BENCHMARKS.md.
+//! relink-and-restart of the same app as one binary (on hotswap's SDK, and as an ordinary axum
+//! binary written the way a user without hotswap writes it), and prints a markdown report
+//! (medians of alternating rounds, ratios measured side by side, the machine it ran on). See
+//! BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release -p hotswap-bench            # the full run (~20 minutes on 2 CPUs)
+//! cargo run --release -p hotswap-bench            # the full run (~15 minutes on 2 CPUs)
 //! cargo run --release -p hotswap-bench -- --quick # a few rounds, to check that it works
 //! ```
 //!
@@ -21,6 +23,7 @@ mod machine;
 mod report;
 mod restart_supervisor;
 mod statistics;
+mod user_style;
 mod wrk;
 
 use std::collections::BTreeMap;
@@ -29,12 +32,13 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use bench_workspace::{BenchWorkspace, cargo_program};
+use bench_workspace::{BenchApp, BenchWorkspace, cargo_program};
 use cases::save_to_served::AppServers;
 use cases::{BenchContext, Effort, progress};
 use daemon_process::DaemonProcess;
 use machine::{CpuTimes, LoadSampler, MachineDetails, ProcessSample, load_average};
 use restart_supervisor::{RestartStyle, StandaloneServer};
+use user_style::UserProfile;
 
 /// The daemon's default debounce (`[build] debounce_ms` in hotswap.toml).
 const DEFAULT_DEBOUNCE_MS: u64 = 50;
@@ -152,16 +156,20 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
         app.restore()?;
         app.write_hotswap_toml(0)?;
         progress(format_args!(
-            "building {} and {} (the first time builds every dependency)",
-            app.name, app.standalone_package
+            "building {}, {} and {} (the first time builds every dependency)",
+            app.name, app.standalone_package, app.user_style.package
         ));
         context.workspace.build_handler(app).await?;
         context.workspace.build_standalone(app).await?;
+        for profile in UserProfile::ALL {
+            context.workspace.build_user_style(app, profile).await?;
+        }
     }
     let wrk =
         if builtin_load { None } else { tokio::task::spawn_blocking(wrk::find_or_install).await? };
 
     let mut servers = start_servers(context).await?;
+    check_user_style_apps(context, &servers).await?;
     let mut starting_memory = BTreeMap::new();
     for (app, app_servers) in &servers {
         let resident =
@@ -183,19 +191,32 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
     // The default debounce: the daemons again, with hotswap.toml as users have it.
     let mut restarted = BTreeMap::new();
     for (app_name, app_servers) in std::mem::take(&mut servers) {
-        let AppServers { daemon, restart_kill, restart_handoff } = app_servers;
+        let AppServers {
+            daemon,
+            restart_kill,
+            restart_handoff,
+            user_style_default_profile,
+            user_style_examples_profile,
+        } = app_servers;
         daemon.stop().await?;
         context.workspace.app(&app_name).write_hotswap_toml(DEFAULT_DEBOUNCE_MS)?;
         let daemon = start_daemon(context, &app_name, "debounce").await?;
-        restarted.insert(app_name, AppServers { daemon, restart_kill, restart_handoff });
+        restarted.insert(
+            app_name,
+            AppServers {
+                daemon,
+                restart_kill,
+                restart_handoff,
+                user_style_default_profile,
+                user_style_examples_profile,
+            },
+        );
     }
     servers = restarted;
     cases::save_to_served::run_with_default_debounce(context, &mut servers, DEFAULT_DEBOUNCE_MS)
         .await?;
     for (_, app_servers) in std::mem::take(&mut servers) {
-        app_servers.daemon.stop().await?;
-        app_servers.restart_kill.stop().await?;
-        app_servers.restart_handoff.stop().await?;
+        app_servers.stop().await?;
     }
 
     cases::swap_cost::run(context).await?;
@@ -235,9 +256,67 @@ async fn start_servers(context: &BenchContext) -> anyhow::Result<BTreeMap<String
             &context.log_path(&format!("{}-standalone-handoff.log", app.name)),
         )
         .await?;
-        servers.insert(app.name.clone(), AppServers { daemon, restart_kill, restart_handoff });
+        let user_style_default_profile =
+            start_user_style(context, app, UserProfile::CargoDefault).await?;
+        let user_style_examples_profile =
+            start_user_style(context, app, UserProfile::ExamplesProfile).await?;
+        servers.insert(
+            app.name.clone(),
+            AppServers {
+                daemon,
+                restart_kill,
+                restart_handoff,
+                user_style_default_profile,
+                user_style_examples_profile,
+            },
+        );
     }
     Ok(servers)
+}
+
+/// Starts the app as an ordinary axum binary, restarted by killing it (it installs no handler).
+async fn start_user_style(
+    context: &BenchContext,
+    app: &BenchApp,
+    profile: UserProfile,
+) -> anyhow::Result<StandaloneServer> {
+    StandaloneServer::start(
+        &context.workspace.user_style_binary(app, profile),
+        RestartStyle::KillAndRebind,
+        &context.log_path(&format!("{}-{}.log", app.user_style.package, profile.slug())),
+    )
+    .await
+}
+
+/// Checks that every user-style app answers the app's requests as the app does when served by
+/// hotswap's SDK (the same `src/lib.rs` as the daemon's), with either profile. Each pair of
+/// servers has just started, so both begin with the same (empty) state.
+async fn check_user_style_apps(
+    context: &BenchContext,
+    servers: &BTreeMap<String, AppServers>,
+) -> anyhow::Result<()> {
+    for app in &context.workspace.apps {
+        let app_servers = &servers[&app.name];
+        for (reference, user_style) in [
+            (&app_servers.restart_kill, &app_servers.user_style_default_profile),
+            (&app_servers.restart_handoff, &app_servers.user_style_examples_profile),
+        ] {
+            user_style::check_same_responses(
+                &app.name,
+                reference.address,
+                user_style.address,
+                app.checked_requests,
+            )
+            .await?;
+        }
+        progress(format_args!(
+            "{} answers {} requests as {} does",
+            app.user_style.package,
+            app.checked_requests.len(),
+            app.standalone_package
+        ));
+    }
+    Ok(())
 }
 
 /// Builds the `hotswap` binary in release (as `cargo install` would) and returns its path.

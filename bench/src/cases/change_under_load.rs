@@ -1,5 +1,6 @@
 //! Case 4: requests lost while a change goes live, under load from 32 keep-alive connections:
-//! hotswap (save → build → swap) against relink-and-restart (build, then restart).
+//! hotswap (save → build → swap) against relink-and-restart (build, then restart) of the app as
+//! one binary on hotswap's SDK and as an ordinary axum binary (cargo's default dev profile).
 //!
 //! Load runs for a second before the change, through it, and for a second after the first
 //! response with the new body.
@@ -7,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::save_to_served::{AppServers, millis_between};
+use super::save_to_served::{AppServers, HANDLER_LIBRARY, SDK_BINARY, millis_between};
 use super::{BenchContext, progress, rotated};
 use crate::load_generator::{LoadReport, REFUSED_RETRY_DELAY, start_load};
 use crate::report::{Goal, Section, Table, milliseconds};
 use crate::restart_supervisor::RestartStyle;
 use crate::statistics::median;
+use crate::user_style::UserProfile;
 
 pub(crate) const CONNECTIONS: usize = 32;
 
@@ -22,21 +24,45 @@ enum Change {
     RestartKill,
     RestartHandoff,
     StopBuildStart,
+    UserStyleRestartKill,
+    UserStyleStopBuildStart,
 }
+
+/// The profile of the user-style binary in this case: what a user gets without tuning.
+const USER_PROFILE: UserProfile = UserProfile::CargoDefault;
 
 impl Change {
     fn label(self) -> &'static str {
         match self {
             Change::Hotswap => "hotswap (didSave → swap)",
-            Change::RestartKill => RestartStyle::KillAndRebind.label(),
+            Change::RestartKill | Change::UserStyleRestartKill => {
+                RestartStyle::KillAndRebind.label()
+            }
             Change::RestartHandoff => RestartStyle::SocketHandoffGraceful.label(),
-            Change::StopBuildStart => super::save_to_served::STOP_BUILD_START_LABEL,
+            Change::StopBuildStart | Change::UserStyleStopBuildStart => {
+                super::save_to_served::STOP_BUILD_START_LABEL
+            }
+        }
+    }
+
+    /// What the change rebuilds.
+    fn built(self) -> &'static str {
+        match self {
+            Change::Hotswap => HANDLER_LIBRARY,
+            Change::RestartKill | Change::RestartHandoff | Change::StopBuildStart => SDK_BINARY,
+            Change::UserStyleRestartKill | Change::UserStyleStopBuildStart => USER_PROFILE.label(),
         }
     }
 }
 
-const CHANGES: [Change; 4] =
-    [Change::Hotswap, Change::RestartKill, Change::RestartHandoff, Change::StopBuildStart];
+const CHANGES: [Change; 6] = [
+    Change::Hotswap,
+    Change::RestartKill,
+    Change::RestartHandoff,
+    Change::StopBuildStart,
+    Change::UserStyleRestartKill,
+    Change::UserStyleStopBuildStart,
+];
 
 pub(crate) async fn run(
     context: &mut BenchContext,
@@ -54,11 +80,19 @@ pub(crate) async fn run(
                         app_servers.restart_kill.address
                     }
                     Change::RestartHandoff => app_servers.restart_handoff.address,
+                    Change::UserStyleRestartKill | Change::UserStyleStopBuildStart => {
+                        app_servers.user_style_server(USER_PROFILE).address
+                    }
                 };
                 let load = start_load(address, app.request_path, CONNECTIONS, false);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let number = context.next_edit_number();
-                let marker = app.write_edit(number)?;
+                let marker = match change {
+                    Change::UserStyleRestartKill | Change::UserStyleStopBuildStart => {
+                        app.write_user_style_edit(number)?
+                    }
+                    _ => app.write_edit(number)?,
+                };
                 load.watch_for(&marker);
                 let started = std::time::Instant::now();
                 match change {
@@ -77,6 +111,16 @@ pub(crate) async fn run(
                         context.workspace.build_standalone(app).await?;
                         app_servers.restart_kill.spawn()?;
                     }
+                    Change::UserStyleRestartKill => {
+                        context.workspace.build_user_style(app, USER_PROFILE).await?;
+                        app_servers.user_style_server(USER_PROFILE).restart().await?;
+                    }
+                    Change::UserStyleStopBuildStart => {
+                        let server = app_servers.user_style_server(USER_PROFILE);
+                        server.terminate().await?;
+                        context.workspace.build_user_style(app, USER_PROFILE).await?;
+                        app_servers.user_style_server(USER_PROFILE).spawn()?;
+                    }
                 }
                 let seen = load.wait_for_marker(Duration::from_secs(300)).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -90,10 +134,11 @@ pub(crate) async fn run(
                 };
                 let change_ms = millis_between(started, seen);
                 progress(format_args!(
-                    "under load, round {}: {} {}: {} answered, {} refused, {} broken, {} bad status, new code after {} ms",
+                    "under load, round {}: {} {} ({}): {} answered, {} refused, {} broken, {} bad status, new code after {} ms",
                     round + 1,
                     app.name,
                     change.label(),
+                    change.built(),
                     report.answered,
                     report.refused_connects,
                     report.broken_requests,
@@ -109,6 +154,7 @@ pub(crate) async fn run(
     let mut table = Table::new(&[
         "app",
         "change",
+        "what is rebuilt",
         "requests lost (median per change; total)",
         "refused connects",
         "broken requests (of which on a reused connection)",
@@ -128,6 +174,7 @@ pub(crate) async fn run(
             table.push(vec![
                 app.name.clone(),
                 change.label().to_owned(),
+                change.built().to_owned(),
                 format!("{}; {total_lost}", median_of(&values, &LoadReport::lost)),
                 median_of(&values, &|report| report.refused_connects + report.failed_connects),
                 format!(
@@ -140,15 +187,19 @@ pub(crate) async fn run(
                 milliseconds(median(&change_ms).unwrap_or(f64::NAN)),
             ]);
             if change == Change::Hotswap {
-                let restart_lost: u64 = reports
-                    .get(&(app.name.clone(), Change::RestartKill))
-                    .map_or(0, |values| values.iter().map(|(report, _)| report.lost()).sum());
+                let lost_by = |other: Change| -> u64 {
+                    reports
+                        .get(&(app.name.clone(), other))
+                        .map_or(0, |values| values.iter().map(|(report, _)| report.lost()).sum())
+                };
                 context.goals.push(Goal {
                     name: format!("{}: requests lost during a change, 32 connections", app.name),
                     target: "0 (restart: more)".into(),
                     measured: format!(
-                        "{total_lost} in {} changes (kill + restart: {restart_lost})",
-                        values.len()
+                        "{total_lost} in {} changes (kill + restart: axum binary {}, binary on hotswap's SDK {})",
+                        values.len(),
+                        lost_by(Change::UserStyleRestartKill),
+                        lost_by(Change::RestartKill)
                     ),
                     met: Some(total_lost == 0),
                 });
@@ -159,7 +210,8 @@ pub(crate) async fn run(
     section.tables.push(table);
     section.notes.push(format!(
         "{} rounds per app and change, rotated. {CONNECTIONS} keep-alive connections send `GET /` back to back from 1 s before the change until 1 s after the first new body; \
-         no request is ever resent. A refused connect is retried after {} ms and counts once per attempt.",
+         no request is ever resent. A refused connect is retried after {} ms and counts once per attempt. \
+         The axum binary is built with cargo's default dev profile here (see case 1).",
         context.effort.load_rounds,
         REFUSED_RETRY_DELAY.as_millis()
     ));

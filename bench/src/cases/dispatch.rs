@@ -28,7 +28,7 @@ impl Server {
     fn label(self) -> &'static str {
         match self {
             Server::Hotswap => "hotswap serve (handler library)",
-            Server::Standalone => "same handler as one binary",
+            Server::Standalone => "same handler as one binary (hotswap's SDK)",
         }
     }
 }

@@ -149,7 +149,7 @@ pub(crate) async fn run_idle(
     for (app, app_servers) in servers {
         processes.push((format!("{app}: hotswap serve"), app_servers.daemon.pid));
         if let Some(pid) = app_servers.restart_kill.pid() {
-            processes.push((format!("{app}: same handler as one binary"), pid));
+            processes.push((format!("{app}: same handler as one binary (hotswap's SDK)"), pid));
         }
     }
     progress(format_args!("idle: measuring {} idle servers for {seconds} s", processes.len()));
