@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::cases::swap_cost::FULL_DEBUG_INFO;
 use crate::user_style::{
-    self, CheckedRequest, UserProfile, UserStyleCrate, UserStyleSource, UserStyleWorkspace,
-    write_if_changed,
+    self, BuildProfile, CheckedRequest, Linker, UserStyleCrate, UserStyleSource,
+    UserStyleWorkspace, write_if_changed,
 };
 
 /// A one-line change the benchmark makes to an app, again and again, each time with a new number.
@@ -307,18 +308,52 @@ impl BenchWorkspace {
         self.target_dir.join("debug").join(&app.standalone_package)
     }
 
-    /// `cargo build` of the app as an ordinary axum binary, with `profile`.
+    /// `cargo build` of the app as an ordinary axum binary, with `profile` and rustc's default
+    /// linker.
     pub(crate) async fn build_user_style(
         &self,
         app: &BenchApp,
-        profile: UserProfile,
+        profile: BuildProfile,
     ) -> anyhow::Result<Duration> {
-        let command = self.user_style.build_command(&app.user_style.package, profile);
+        self.build_user_style_with(app, profile, Linker::RustcDefault).await
+    }
+
+    pub(crate) async fn build_user_style_with(
+        &self,
+        app: &BenchApp,
+        profile: BuildProfile,
+        linker: Linker,
+    ) -> anyhow::Result<Duration> {
+        let command = self.user_style.build_command(&app.user_style.package, profile, linker);
         run_timed(command, &app.user_style.package).await
     }
 
-    pub(crate) fn user_style_binary(&self, app: &BenchApp, profile: UserProfile) -> PathBuf {
-        self.user_style.binary(&app.user_style.package, profile)
+    pub(crate) fn user_style_binary(&self, app: &BenchApp, profile: BuildProfile) -> PathBuf {
+        self.user_style.binary(&app.user_style.package, profile, Linker::RustcDefault)
+    }
+
+    /// `cargo build` of the handler library with `profile` and `linker`, each pair in a target
+    /// directory of its own: the examples' profile with rustc's default linker is the floor's
+    /// build; cargo's default dev profile is full debug info for every crate (the swap-cost
+    /// case's build).
+    pub(crate) async fn build_handler_with(
+        &self,
+        app: &BenchApp,
+        profile: BuildProfile,
+        linker: Linker,
+    ) -> anyhow::Result<(Duration, PathBuf)> {
+        let (base, profile_arguments): (&Path, &[&str]) = match profile {
+            BuildProfile::ExamplesProfile => (&self.target_dir, &[]),
+            BuildProfile::CargoDefault => (&self.debuginfo_target_dir, &FULL_DEBUG_INFO),
+        };
+        let mut target_dir = base.as_os_str().to_owned();
+        target_dir.push(linker.target_dir_suffix());
+        let target_dir = PathBuf::from(target_dir);
+        let mut arguments = profile_arguments.to_vec();
+        arguments.extend_from_slice(linker.cargo_arguments());
+        let command = self.handler_build_command(app, &target_dir, &arguments);
+        let elapsed = run_timed(command, &app.name).await?;
+        Ok((elapsed, self.handler_library(app, &target_dir)))
     }
 }
 

@@ -1,6 +1,7 @@
-//! The five benchmark cases of BENCHMARKS.md, each measuring hotswap and its baseline side by side
+//! The benchmark cases of BENCHMARKS.md, each measuring hotswap and its baseline side by side
 //! in alternating rounds, and adding its section and goals to the report.
 
+pub(crate) mod build_variants;
 pub(crate) mod change_under_load;
 pub(crate) mod dispatch;
 pub(crate) mod memory_and_idle;
@@ -19,6 +20,8 @@ pub(crate) struct Effort {
     pub(crate) save_rounds: usize,
     /// Saves with the default debounce, per app.
     pub(crate) debounce_saves: usize,
+    /// Rounds of builds by profile and linker (each round builds every variant of every app once).
+    pub(crate) build_variant_rounds: usize,
     pub(crate) dispatch_rounds: usize,
     pub(crate) dispatch_seconds: u64,
     pub(crate) load_rounds: usize,
@@ -32,6 +35,7 @@ impl Effort {
     pub(crate) const FULL: Effort = Effort {
         save_rounds: 9,
         debounce_saves: 5,
+        build_variant_rounds: 5,
         dispatch_rounds: 5,
         dispatch_seconds: 5,
         load_rounds: 3,
@@ -44,6 +48,7 @@ impl Effort {
     pub(crate) const QUICK: Effort = Effort {
         save_rounds: 2,
         debounce_saves: 2,
+        build_variant_rounds: 1,
         dispatch_rounds: 1,
         dispatch_seconds: 2,
         load_rounds: 1,

@@ -38,7 +38,7 @@ use cases::{BenchContext, Effort, progress};
 use daemon_process::DaemonProcess;
 use machine::{CpuTimes, LoadSampler, MachineDetails, ProcessSample, load_average};
 use restart_supervisor::{RestartStyle, StandaloneServer};
-use user_style::UserProfile;
+use user_style::BuildProfile;
 
 /// The daemon's default debounce (`[build] debounce_ms` in hotswap.toml).
 const DEFAULT_DEBOUNCE_MS: u64 = 50;
@@ -161,7 +161,7 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
         ));
         context.workspace.build_handler(app).await?;
         context.workspace.build_standalone(app).await?;
-        for profile in UserProfile::ALL {
+        for profile in BuildProfile::ALL {
             context.workspace.build_user_style(app, profile).await?;
         }
     }
@@ -219,6 +219,7 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
         app_servers.stop().await?;
     }
 
+    cases::build_variants::run(context).await?;
     cases::swap_cost::run(context).await?;
     cases::memory_and_idle::run_memory(context).await?;
     Ok(())
@@ -257,9 +258,9 @@ async fn start_servers(context: &BenchContext) -> anyhow::Result<BTreeMap<String
         )
         .await?;
         let user_style_default_profile =
-            start_user_style(context, app, UserProfile::CargoDefault).await?;
+            start_user_style(context, app, BuildProfile::CargoDefault).await?;
         let user_style_examples_profile =
-            start_user_style(context, app, UserProfile::ExamplesProfile).await?;
+            start_user_style(context, app, BuildProfile::ExamplesProfile).await?;
         servers.insert(
             app.name.clone(),
             AppServers {
@@ -278,7 +279,7 @@ async fn start_servers(context: &BenchContext) -> anyhow::Result<BTreeMap<String
 async fn start_user_style(
     context: &BenchContext,
     app: &BenchApp,
-    profile: UserProfile,
+    profile: BuildProfile,
 ) -> anyhow::Result<StandaloneServer> {
     StandaloneServer::start(
         &context.workspace.user_style_binary(app, profile),

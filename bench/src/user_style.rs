@@ -21,9 +21,9 @@ use hotswap_tests::http::HttpConnection;
 /// The axum version of the user-style apps (the one `examples/todo` asks for).
 const AXUM_VERSION: &str = "0.8.9";
 
-/// How a user-style app is built.
+/// The dev profile a build uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum UserProfile {
+pub(crate) enum BuildProfile {
     /// Cargo's default dev profile: full debug info for the app and every dependency.
     CargoDefault,
     /// The examples' profile (what `hotswap new` writes): line tables for the app, no debug info
@@ -31,31 +31,93 @@ pub(crate) enum UserProfile {
     ExamplesProfile,
 }
 
-impl UserProfile {
-    pub(crate) const ALL: [UserProfile; 2] =
-        [UserProfile::CargoDefault, UserProfile::ExamplesProfile];
+impl BuildProfile {
+    pub(crate) const ALL: [BuildProfile; 2] =
+        [BuildProfile::CargoDefault, BuildProfile::ExamplesProfile];
 
-    /// What is rebuilt, for the report's tables.
     pub(crate) fn label(self) -> &'static str {
         match self {
-            UserProfile::CargoDefault => "axum binary, cargo's default dev profile",
-            UserProfile::ExamplesProfile => "axum binary, examples' profile",
+            BuildProfile::CargoDefault => "cargo's default dev profile",
+            BuildProfile::ExamplesProfile => "examples' profile",
+        }
+    }
+
+    /// What a user-style build rebuilds, for the report's tables.
+    pub(crate) fn user_style_label(self) -> &'static str {
+        match self {
+            BuildProfile::CargoDefault => "axum binary, cargo's default dev profile",
+            BuildProfile::ExamplesProfile => "axum binary, examples' profile",
         }
     }
 
     /// A short name for file names.
     pub(crate) fn slug(self) -> &'static str {
         match self {
-            UserProfile::CargoDefault => "default-profile",
-            UserProfile::ExamplesProfile => "examples-profile",
+            BuildProfile::CargoDefault => "default-profile",
+            BuildProfile::ExamplesProfile => "examples-profile",
         }
     }
 
-    fn target_dir_name(self) -> &'static str {
+    fn user_style_target_dir_name(self) -> &'static str {
         match self {
-            UserProfile::CargoDefault => "target",
-            UserProfile::ExamplesProfile => "target-examples-profile",
+            BuildProfile::CargoDefault => "target",
+            BuildProfile::ExamplesProfile => "target-examples-profile",
         }
+    }
+}
+
+/// The linker of a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Linker {
+    /// Whatever rustc links with by default (rust-lld on x86_64 Linux since Rust 1.90).
+    RustcDefault,
+    /// The C compiler driving GNU ld, rustc's default on Linux before 1.90
+    /// (`-C linker-features=-lld`).
+    GnuLd,
+}
+
+impl Linker {
+    pub(crate) const ALL: [Linker; 2] = [Linker::RustcDefault, Linker::GnuLd];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Linker::RustcDefault => "rustc's default",
+            Linker::GnuLd => "GNU ld",
+        }
+    }
+
+    /// Extra cargo arguments that choose the linker.
+    pub(crate) fn cargo_arguments(self) -> &'static [&'static str] {
+        match self {
+            Linker::RustcDefault => &[],
+            Linker::GnuLd => &["--config", "build.rustflags=[\"-C\", \"linker-features=-lld\"]"],
+        }
+    }
+
+    /// Appended to the name of a target directory (other flags, other artifacts).
+    pub(crate) fn target_dir_suffix(self) -> &'static str {
+        match self {
+            Linker::RustcDefault => "",
+            Linker::GnuLd => "-gnu-ld",
+        }
+    }
+}
+
+/// The version of LLD that linked an ELF file, from the `Linker: LLD x.y.z` note LLD leaves in
+/// its `.comment` section; `None` when another linker (GNU ld) made it.
+pub(crate) fn lld_version(bytes: &[u8]) -> Option<String> {
+    let needle = b"Linker: LLD ";
+    let start = bytes.windows(needle.len()).position(|window| window == needle)?;
+    let rest = &bytes[start + needle.len()..];
+    let end = rest.iter().position(|byte| *byte == 0 || *byte == b' ').unwrap_or(rest.len());
+    Some(format!("LLD {}", String::from_utf8_lossy(&rest[..end])))
+}
+
+/// The linker that made `artifact`, as the report says it.
+pub(crate) fn linker_of(artifact: &Path) -> String {
+    match std::fs::read(artifact) {
+        Ok(bytes) => lld_version(&bytes).unwrap_or_else(|| "not LLD (GNU ld)".to_owned()),
+        Err(_) => "unknown".to_owned(),
     }
 }
 
@@ -338,7 +400,7 @@ pub(crate) fn profile_config_arguments(profile: &toml::Table) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct UserStyleWorkspace {
     pub(crate) root: PathBuf,
-    /// `--config` values for [`UserProfile::ExamplesProfile`].
+    /// `--config` values for [`BuildProfile::ExamplesProfile`].
     examples_profile_arguments: Vec<String>,
 }
 
@@ -431,27 +493,33 @@ impl UserStyleWorkspace {
         Ok(UserStyleCrate { package, source_file, original_source: text })
     }
 
-    pub(crate) fn target_dir(&self, profile: UserProfile) -> PathBuf {
-        self.root.join(profile.target_dir_name())
+    pub(crate) fn target_dir(&self, profile: BuildProfile, linker: Linker) -> PathBuf {
+        self.root.join(format!(
+            "{}{}",
+            profile.user_style_target_dir_name(),
+            linker.target_dir_suffix()
+        ))
     }
 
-    pub(crate) fn binary(&self, package: &str, profile: UserProfile) -> PathBuf {
-        self.target_dir(profile).join("debug").join(package)
+    pub(crate) fn binary(&self, package: &str, profile: BuildProfile, linker: Linker) -> PathBuf {
+        self.target_dir(profile, linker).join("debug").join(package)
     }
 
     /// `cargo build` of a user-style app, as `cargo run` would before starting it.
     pub(crate) fn build_command(
         &self,
         package: &str,
-        profile: UserProfile,
+        profile: BuildProfile,
+        linker: Linker,
     ) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(crate::bench_workspace::cargo_program());
         command
             .args(["build", "--color=never", "--manifest-path"])
             .arg(self.root.join("Cargo.toml"))
             .args(["-p", package, "--bin", package, "--target-dir"])
-            .arg(self.target_dir(profile));
-        if profile == UserProfile::ExamplesProfile {
+            .arg(self.target_dir(profile, linker))
+            .args(linker.cargo_arguments());
+        if profile == BuildProfile::ExamplesProfile {
             for argument in &self.examples_profile_arguments {
                 command.arg("--config").arg(argument);
             }
@@ -610,6 +678,14 @@ mod tests {
             profile_config_arguments(profile),
             ["profile.dev.debug=\"line-tables-only\"", "profile.dev.package.\"*\".debug=false"]
         );
+    }
+
+    #[test]
+    fn lld_leaves_its_version_in_the_comment_section() {
+        let comment =
+            b"\x7fELF...GCC: (Debian 12.2.0-14) 12.2.0\0Linker: LLD 20.1.8 (rustc)\0rustc version";
+        assert_eq!(lld_version(comment).as_deref(), Some("LLD 20.1.8"));
+        assert_eq!(lld_version(b"\x7fELF...GCC: (Debian 12.2.0-14) 12.2.0\0"), None);
     }
 
     #[test]

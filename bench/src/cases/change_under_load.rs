@@ -14,7 +14,7 @@ use crate::load_generator::{LoadReport, REFUSED_RETRY_DELAY, start_load};
 use crate::report::{Goal, Section, Table, milliseconds};
 use crate::restart_supervisor::RestartStyle;
 use crate::statistics::median;
-use crate::user_style::UserProfile;
+use crate::user_style::BuildProfile;
 
 pub(crate) const CONNECTIONS: usize = 32;
 
@@ -29,7 +29,7 @@ enum Change {
 }
 
 /// The profile of the user-style binary in this case: what a user gets without tuning.
-const USER_PROFILE: UserProfile = UserProfile::CargoDefault;
+const USER_PROFILE: BuildProfile = BuildProfile::CargoDefault;
 
 impl Change {
     fn label(self) -> &'static str {
@@ -50,7 +50,9 @@ impl Change {
         match self {
             Change::Hotswap => HANDLER_LIBRARY,
             Change::RestartKill | Change::RestartHandoff | Change::StopBuildStart => SDK_BINARY,
-            Change::UserStyleRestartKill | Change::UserStyleStopBuildStart => USER_PROFILE.label(),
+            Change::UserStyleRestartKill | Change::UserStyleStopBuildStart => {
+                USER_PROFILE.user_style_label()
+            }
         }
     }
 }

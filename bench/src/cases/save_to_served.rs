@@ -22,7 +22,7 @@ use crate::report::{
 };
 use crate::restart_supervisor::{RestartStyle, StandaloneServer};
 use crate::statistics::{Summary, median, median_difference, median_ratio};
-use crate::user_style::UserProfile;
+use crate::user_style::BuildProfile;
 
 /// How often the client asks for the page.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(1);
@@ -50,10 +50,10 @@ impl AppServers {
         }
     }
 
-    pub(crate) fn user_style_server(&mut self, profile: UserProfile) -> &mut StandaloneServer {
+    pub(crate) fn user_style_server(&mut self, profile: BuildProfile) -> &mut StandaloneServer {
         match profile {
-            UserProfile::CargoDefault => &mut self.user_style_default_profile,
-            UserProfile::ExamplesProfile => &mut self.user_style_examples_profile,
+            BuildProfile::CargoDefault => &mut self.user_style_default_profile,
+            BuildProfile::ExamplesProfile => &mut self.user_style_examples_profile,
         }
     }
 
@@ -77,9 +77,9 @@ enum SavePath {
     /// `cargo watch -x run`: stop the server, build, start (the binary on hotswap's SDK).
     StopBuildStart,
     /// The ordinary axum binary, killed and started again after the build.
-    UserStyleRestart(UserProfile),
+    UserStyleRestart(BuildProfile),
     /// The ordinary axum binary, stopped, built, started.
-    UserStyleStopBuildStart(UserProfile),
+    UserStyleStopBuildStart(BuildProfile),
 }
 
 /// `RestartStyle` as an ordered key.
@@ -118,7 +118,7 @@ impl SavePath {
             SavePath::Floor | SavePath::HotswapSave | SavePath::HotswapReload => HANDLER_LIBRARY,
             SavePath::Restart(_) | SavePath::StopBuildStart => SDK_BINARY,
             SavePath::UserStyleRestart(profile) | SavePath::UserStyleStopBuildStart(profile) => {
-                profile.label()
+                profile.user_style_label()
             }
         }
     }
@@ -149,10 +149,10 @@ const PATHS: [SavePath; 10] = [
     SavePath::Restart(RestartStyleKey::Kill),
     SavePath::Restart(RestartStyleKey::Handoff),
     SavePath::StopBuildStart,
-    SavePath::UserStyleRestart(UserProfile::CargoDefault),
-    SavePath::UserStyleStopBuildStart(UserProfile::CargoDefault),
-    SavePath::UserStyleRestart(UserProfile::ExamplesProfile),
-    SavePath::UserStyleStopBuildStart(UserProfile::ExamplesProfile),
+    SavePath::UserStyleRestart(BuildProfile::CargoDefault),
+    SavePath::UserStyleStopBuildStart(BuildProfile::CargoDefault),
+    SavePath::UserStyleRestart(BuildProfile::ExamplesProfile),
+    SavePath::UserStyleStopBuildStart(BuildProfile::ExamplesProfile),
 ];
 
 /// One measurement of a path: the whole time, and the part that cargo built (when known).
@@ -282,7 +282,7 @@ pub(crate) async fn run(
             met: Some(overhead_ms <= 20.0),
         });
         let speedup = |path: SavePath| median_ratio(&totals(path), &save).unwrap_or(f64::NAN);
-        let user_default = speedup(SavePath::UserStyleRestart(UserProfile::CargoDefault));
+        let user_default = speedup(SavePath::UserStyleRestart(BuildProfile::CargoDefault));
         context.goals.push(Goal {
             name: format!(
                 "{}: relink + restart ÷ hotswap save (axum binary, cargo's default dev profile)",
@@ -292,7 +292,7 @@ pub(crate) async fn run(
             measured: format!(
                 "{} (axum binary, examples' profile: {}; binary on hotswap's SDK: {})",
                 ratio(user_default),
-                ratio(speedup(SavePath::UserStyleRestart(UserProfile::ExamplesProfile))),
+                ratio(speedup(SavePath::UserStyleRestart(BuildProfile::ExamplesProfile))),
                 ratio(speedup(SavePath::Restart(RestartStyleKey::Kill)))
             ),
             met: Some(user_default >= 8.0),
@@ -347,8 +347,8 @@ fn artifact_sizes(context: &BenchContext, app: &BenchApp) -> String {
         app.name,
         size(workspace.handler_library(app, &workspace.target_dir)),
         size(workspace.standalone_binary(app)),
-        size(workspace.user_style_binary(app, UserProfile::CargoDefault)),
-        size(workspace.user_style_binary(app, UserProfile::ExamplesProfile)),
+        size(workspace.user_style_binary(app, BuildProfile::CargoDefault)),
+        size(workspace.user_style_binary(app, BuildProfile::ExamplesProfile)),
     )
 }
 
