@@ -92,6 +92,8 @@ async fn run(
     let cpu_at_start = CpuTimes::read();
     let load_sampler = LoadSampler::start(std::time::Duration::from_secs(5));
     let repository = hotswap_tests::artifacts::repository_root();
+    // Read before anything is built: the commit measured, even if someone commits meanwhile.
+    let commit = repository_commit(&repository);
     let bench_dir = hotswap_tests::artifacts::cargo_target_dir().join("hotswap-bench");
     std::fs::create_dir_all(bench_dir.join("logs"))?;
     let workspace = BenchWorkspace::prepare(&repository, &bench_dir)?;
@@ -110,7 +112,7 @@ async fn run(
     let mut text = String::new();
     text.push_str(&format!(
         "Measured by `cargo run --release -p hotswap-bench{shown_arguments}` at commit {} on {} in {:.0} min.\n\n",
-        repository_commit(&repository),
+        commit,
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         started.elapsed().as_secs_f64() / 60.0
     ));
