@@ -21,6 +21,25 @@ esac
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
+# One HTTP request with bash alone (no curl needed): prints the response's body, or with
+# `--header NAME` that header's line instead.
+http() {
+  local method=$1 path=$2 header=${4:-}
+  [ "${3:-}" = --header ] || header=""
+  printf '> %s %s%s\n' "$method" "$url" "$path"
+  exec 3<>"/dev/tcp/${address%:*}/${address##*:}"
+  printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' \
+    "$method" "$path" "$address" >&3
+  local response
+  response=$(cat <&3)
+  exec 3<&-
+  if [ -n "$header" ]; then
+    printf '%s\n' "$response" | tr -d '\r' | grep -i "^$header:"
+  else
+    printf '%s\n' "${response#*$'\r\n\r\n'}"
+  fi
+}
+
 say "Building hotswap"
 cargo build --quiet -p hotswap-daemon --bin hotswap
 hotswap="$repository/target/debug/hotswap"
@@ -61,19 +80,18 @@ address="$("$hotswap" status --json | sed -n 's/.*"listenAddress": "\(.*\)".*/\1
 url="http://$address"
 
 say "3. Talk to it, and put something in its memory"
-run curl -s "$url/"
-run curl -s -X POST "$url/counter"
-run curl -s -X POST "$url/counter"
+http GET /
+http POST /counter
+http POST /counter
 
 say "4. Change the code (as your editor would) and save"
 run sed -i 's/hello from hotswap\\n/hello from hotswap, now with new code!\\n/' src/lib.rs
 run "$hotswap" reload
 
 say "5. The same server answers with the new code, and the counter is still there"
-run curl -s "$url/"
-run curl -s "$url/counter"
-printf '$ curl -s -i %s/ | grep hotswap-generation\n' "$url"
-curl -s -i "$url/" | grep -i '^hotswap-generation'
+http GET /
+http GET /counter
+http GET / --header hotswap-generation
 
 say "6. What the daemon saw"
 run "$hotswap" status
