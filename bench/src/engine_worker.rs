@@ -38,17 +38,19 @@ pub(crate) struct SwapAnswer {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MemoryAnswer {
+    /// The engine's process and the current generation's, together.
     pub(crate) resident_kib: u64,
-    pub(crate) mapped_generations: usize,
+    /// Host processes alive: the current generation's, the spare, and any still draining.
+    pub(crate) host_processes: usize,
     pub(crate) threads: u64,
-    pub(crate) unloaded_generations: u64,
-    pub(crate) leaked_generations: u64,
+    pub(crate) ended_generations: u64,
+    pub(crate) crashes: u64,
 }
 
 /// Runs the worker until `quit` or the end of stdin.
 pub(crate) async fn run_worker(generations_dir: PathBuf) -> anyhow::Result<()> {
     // The daemon's defaults (see `hotswap serve`), with the examples' smoke request.
-    let mut config = EngineConfig::new(generations_dir.clone());
+    let mut config = EngineConfig::new(generations_dir.clone())?;
     config.smoke_path = Some("/health".to_owned());
     let engine = Engine::new(config, EventSink::discard())?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -94,7 +96,7 @@ pub(crate) async fn run_worker(generations_dir: PathBuf) -> anyhow::Result<()> {
                 let deadline = Instant::now() + Duration::from_secs(300);
                 loop {
                     let status = engine.status();
-                    if status.unloaded_generations + status.leaked_generations >= wanted
+                    if status.ended_generations + status.crashes >= wanted
                         || Instant::now() > deadline
                     {
                         break;
@@ -118,30 +120,40 @@ pub(crate) async fn run_worker(generations_dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn memory_answer(engine: &Engine, generations_dir: &Path) -> MemoryAnswer {
+fn memory_answer(engine: &Engine, _generations_dir: &Path) -> MemoryAnswer {
     let sample = crate::machine::ProcessSample::read(std::process::id()).unwrap_or_default();
     let status = engine.status();
+    let current = status.generations.first().map(|generation| generation.pid);
+    let current_kib = current
+        .and_then(crate::machine::ProcessSample::read)
+        .map_or(0, |sample| sample.resident_kib);
     MemoryAnswer {
-        resident_kib: sample.resident_kib,
-        mapped_generations: mapped_files_under(generations_dir),
+        resident_kib: sample.resident_kib + current_kib,
+        host_processes: live_children(),
         threads: sample.threads,
-        unloaded_generations: status.unloaded_generations,
-        leaked_generations: status.leaked_generations,
+        ended_generations: status.ended_generations,
+        crashes: status.crashes,
     }
 }
 
-/// Distinct files from `directory` mapped into this process now.
-fn mapped_files_under(directory: &Path) -> usize {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let prefix = directory.to_string_lossy().into_owned();
-    let mut files: Vec<&str> = maps
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .filter(|path| path.starts_with(&prefix))
-        .collect();
-    files.sort_unstable();
-    files.dedup();
-    files.len()
+/// Live child processes of this process (host processes: the worker starts nothing else).
+fn live_children() -> usize {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let parent = fields.next().and_then(|parent| parent.parse::<u32>().ok());
+            parent == Some(me) && state != Some("Z")
+        })
+        .count()
 }
 
 /// The benchmark's side: a running worker.
@@ -194,12 +206,12 @@ impl EngineWorker {
         Ok(serde_json::from_str(&self.command("memory").await?)?)
     }
 
-    /// Waits until `count` generations were retired (unloaded or leaked).
+    /// Waits until `count` generations were retired (ended after draining, or crashed).
     pub(crate) async fn wait_retired(&mut self, count: u64) -> anyhow::Result<MemoryAnswer> {
         Ok(serde_json::from_str(&self.command(&format!("wait-retired {count}")).await?)?)
     }
 
-    /// Shuts the engine down and returns its memory after every generation was unloaded.
+    /// Shuts the engine down and returns its memory after every generation ended.
     pub(crate) async fn quit(mut self) -> anyhow::Result<MemoryAnswer> {
         self.stdin.write_all(b"quit\n").await?;
         self.stdin.flush().await?;

@@ -51,6 +51,8 @@ generator for the dispatch case even when wrk is installed (it is the fallback w
 installed). The report is printed and written to target/hotswap-bench/report.md (or FILE).";
 
 fn main() -> anyhow::Result<()> {
+    // The engine worker's generations run in host processes started from this binary.
+    hotswap_host::run_if_requested();
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     if arguments.first().map(String::as_str) == Some("engine-worker") {
         let directory = arguments.get(1).context("engine-worker GENERATIONS_DIR")?;

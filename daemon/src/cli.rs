@@ -308,23 +308,44 @@ fn print_status(status: &StatusResult) {
     println!("socket      {}", status.endpoint);
     match status.current_generation {
         Some(generation) => println!("serving     generation {generation}"),
-        None => println!("serving     nothing yet (no generation has loaded)"),
+        None => println!("serving     nothing now"),
     }
     for generation in &status.generations {
         println!(
-            "  gen {:<4} {:<9} {} connection{}, {} in flight, {} request{} answered, loaded {} ago",
+            "  gen {:<4} {:<9} pid {}, {} MiB, {} connection{}, {} in flight, {} stream{}, {} request{} answered, loaded {} ago",
             generation.generation,
             match generation.state {
                 hotswap_protocol::events::GenerationState::Current => "current",
                 hotswap_protocol::events::GenerationState::Draining => "draining",
             },
+            generation.pid,
+            generation.rss_bytes / (1024 * 1024),
             generation.connections,
             plural(generation.connections as usize),
             generation.in_flight,
+            generation.streams,
+            plural(generation.streams as usize),
             generation.requests,
             plural(generation.requests as usize),
             duration(generation.age_ms),
         );
+    }
+    if let Some(refused) = &status.refused_swap {
+        println!(
+            "refused     {}: the swap to {} was refused at the {} stage {} ago: {}",
+            match refused.serving {
+                Some(serving) => format!("generation {serving} keeps serving"),
+                None => "nothing serves".to_owned(),
+            },
+            match refused.build {
+                Some(build) => format!("build {build}"),
+                None => format!("generation {}", refused.generation),
+            },
+            refused.stage,
+            duration(refused.ago_ms),
+            refused.message
+        );
+        println!("            the code on disk is not what serves until a swap succeeds");
     }
     if status.building {
         println!("building    now");
@@ -354,12 +375,24 @@ fn print_status(status: &StatusResult) {
             duration(swap.ago_ms)
         );
     }
+    if let Some(snapshot) = &status.snapshot {
+        println!(
+            "state       {} byte{} kept from generation {}, {} old (restored after a crash)",
+            snapshot.bytes,
+            plural(snapshot.bytes as usize),
+            snapshot.generation,
+            duration(snapshot.age_ms)
+        );
+    }
+    if let Some(crash) = &status.last_crash {
+        println!("last crash  {} ago: {}", duration(crash.ago_ms), crash.crash.message);
+    }
     println!(
-        "unloaded    {} generation{}; leaked {} ({} bytes)",
-        status.unloaded_generations,
-        plural(status.unloaded_generations as usize),
-        status.leaked_generations,
-        status.leaked_bytes
+        "ended       {} generation{} after draining; {} crash{}",
+        status.ended_generations,
+        plural(status.ended_generations as usize),
+        status.crashes,
+        if status.crashes == 1 { "" } else { "es" }
     );
 }
 
@@ -416,6 +449,13 @@ fn print_event(event: &Event) {
                 println!("  {}{severity}{code}: {first_line}", location(diagnostic));
             }
         }
+        Event::SwapFinished(swap) if swap.after_crash.is_some() => println!(
+            "generation {} serves again after generation {} crashed ({}, {:.1} ms)",
+            swap.generation,
+            swap.after_crash.unwrap_or_default(),
+            if swap.rollback { "the previous build" } else { "the same build" },
+            swap.swap_ms
+        ),
         Event::SwapFinished(swap) => println!(
             "{} generation {} in {:.1} ms{}",
             if swap.rollback { "rolled back to" } else { "swapped to" },
@@ -429,28 +469,36 @@ fn print_event(event: &Event) {
             "generation {} refused at the {} stage: {}",
             failed.generation, failed.stage, failed.message
         ),
-        Event::GenerationRetired(retired) => match retired.outcome {
-            RetireOutcome::Unloaded => println!(
-                "generation {} unloaded after draining {:.0} ms{}",
-                retired.generation,
-                retired.drain_ms,
-                if retired.requests_cut > 0 {
-                    format!(" ({} requests cut with 503)", retired.requests_cut)
-                } else {
-                    String::new()
-                }
-            ),
-            RetireOutcome::Leaked => println!(
-                "generation {} leaked {} bytes: {}",
-                retired.generation,
-                retired.leaked_bytes,
-                retired.reason.as_deref().unwrap_or("unknown reason")
-            ),
-        },
+        Event::GenerationRetired(retired) => println!(
+            "generation {} {} after draining {:.0} ms{}{}",
+            retired.generation,
+            match retired.outcome {
+                RetireOutcome::Ended => "ended",
+                RetireOutcome::Killed => "was killed",
+            },
+            retired.drain_ms,
+            if retired.requests_cut > 0 {
+                format!(" ({} requests cut with 503)", retired.requests_cut)
+            } else {
+                String::new()
+            },
+            retired.reason.as_ref().map(|reason| format!(": {reason}")).unwrap_or_default()
+        ),
+        Event::GenerationCrashed(crash) => {
+            println!("{}", crash.message);
+            for line in &crash.last_words {
+                println!("  | {line}");
+            }
+        }
         Event::HandlerPanicked(panic) => println!(
-            "generation {} panicked{}: {}",
+            "generation {} panicked{}{}: {}",
             panic.generation,
             panic.location.as_ref().map(|location| format!(" at {location}")).unwrap_or_default(),
+            panic
+                .request
+                .as_ref()
+                .map(|request| format!(" answering {request}"))
+                .unwrap_or_default(),
             panic.message
         ),
         Event::Log(log) => println!(

@@ -7,6 +7,8 @@
 //! listen = "127.0.0.1:3000"
 //! max_body_bytes = 2097152          # larger request bodies get 413
 //! worker_threads = 2                # of each generation's runtime
+//! max_connections = 10000           # beyond this, new connections get a 503
+//! first_byte_timeout_ms = 10000     # a connection that sends nothing for this long is closed (0: never)
 //!
 //! [build]
 //! profile = "dev"
@@ -17,6 +19,8 @@
 //!
 //! [swap]
 //! drain_timeout_ms = 5000           # then requests still running on the old code get 503
+//! stream_drain_timeout_ms = 10000   # then WebSockets get close 1012 and streamed responses end
+//! snapshot_interval_ms = 1000       # state snapshots while serving: the most a crash loses (0: off)
 //! smoke_path = "/health"            # must answer 2xx before a new generation serves
 //! state_on_import_failure = "fresh" # or "reject"
 //! init_timeout_ms = 10000
@@ -58,6 +62,10 @@ pub struct ServerSection {
     pub max_body_bytes: u64,
     #[serde(default = "default_worker_threads", deserialize_with = "worker_threads")]
     pub worker_threads: u32,
+    #[serde(default = "default_max_connections", deserialize_with = "positive_u64")]
+    pub max_connections: u64,
+    #[serde(default = "default_first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -66,6 +74,8 @@ impl Default for ServerSection {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
             worker_threads: default_worker_threads(),
+            max_connections: default_max_connections(),
+            first_byte_timeout_ms: default_first_byte_timeout_ms(),
         }
     }
 }
@@ -102,6 +112,10 @@ impl Default for BuildSection {
 pub struct SwapSection {
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    #[serde(default = "default_stream_drain_timeout_ms")]
+    pub stream_drain_timeout_ms: u64,
+    #[serde(default = "default_snapshot_interval_ms")]
+    pub snapshot_interval_ms: u64,
     #[serde(default, deserialize_with = "smoke_path")]
     pub smoke_path: Option<String>,
     #[serde(default = "default_state_policy")]
@@ -116,6 +130,8 @@ impl Default for SwapSection {
     fn default() -> Self {
         Self {
             drain_timeout_ms: default_drain_timeout_ms(),
+            stream_drain_timeout_ms: default_stream_drain_timeout_ms(),
+            snapshot_interval_ms: default_snapshot_interval_ms(),
             smoke_path: None,
             state_on_import_failure: default_state_policy(),
             init_timeout_ms: default_init_timeout_ms(),
@@ -141,6 +157,18 @@ fn default_debounce_ms() -> u64 {
 }
 fn default_drain_timeout_ms() -> u64 {
     5000
+}
+fn default_stream_drain_timeout_ms() -> u64 {
+    10_000
+}
+fn default_snapshot_interval_ms() -> u64 {
+    1000
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
+fn default_first_byte_timeout_ms() -> u64 {
+    10_000
 }
 fn default_state_policy() -> StatePolicy {
     StatePolicy::Fresh

@@ -16,7 +16,7 @@ use hotswap_protocol::events::{
 use hotswap_protocol::jsonrpc::{ResponseError, error_code};
 use hotswap_protocol::messages::{
     CancelBuildResult, ClientRequest, DidSaveResult, IgnoredPath, InitializeResult, LastBuild,
-    LastSwap, NoParams, PROTOCOL_VERSION, ReloadOutcome, StatusResult,
+    LastCrash, LastSwap, NoParams, PROTOCOL_VERSION, RefusedSwap, ReloadOutcome, StatusResult,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -141,6 +141,7 @@ pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHand
         builds_started: 0,
         last_build: None,
         last_swap: None,
+        refused_swap: None,
     };
     if initial_build {
         let now = tokio::time::Instant::now();
@@ -170,6 +171,8 @@ struct Daemon {
     builds_started: u64,
     last_build: Option<(LastBuild, Instant)>,
     last_swap: Option<(LastSwap, Instant)>,
+    /// The last swap refused, until one succeeds: the code on disk is not what serves.
+    refused_swap: Option<(RefusedSwap, Instant)>,
 }
 
 impl Daemon {
@@ -219,7 +222,7 @@ impl Daemon {
                         error_code::NO_PREVIOUS_GENERATION,
                         "nothing to roll back to: no earlier artifact has served since the daemon started",
                     )),
-                    Err(RollbackError::Failed(failure)) => Ok(self.swap_failed(failure)),
+                    Err(RollbackError::Failed(failure)) => Ok(self.swap_failed(failure, None)),
                 };
                 let _ = reply.send(outcome.map(to_value));
             }
@@ -560,7 +563,7 @@ impl Daemon {
     ) {
         let outcome = match result {
             Ok(report) => self.swapped(report, build_ms, cause, false),
-            Err(failure) => self.swap_failed(failure),
+            Err(failure) => self.swap_failed(failure, build),
         };
         if let Some(build) = build {
             self.answer_waiters(build, outcome);
@@ -589,12 +592,14 @@ impl Daemon {
             generation: report.generation,
             previous_generation: report.previous_generation,
             rollback,
+            after_crash: None,
             swap_ms: report.swap_ms,
             total_ms: Some(total_ms),
             build_ms,
             stages: report.stages,
             warnings: report.warnings.clone(),
         }));
+        self.refused_swap = None;
         self.last_swap = Some((
             LastSwap {
                 generation: report.generation,
@@ -616,7 +621,7 @@ impl Daemon {
         }
     }
 
-    fn swap_failed(&mut self, failure: SwapFailure) -> ReloadOutcome {
+    fn swap_failed(&mut self, failure: SwapFailure, build: Option<u64>) -> ReloadOutcome {
         tracing::error!(
             "generation {} refused at the {} stage: {}; generation {} keeps serving",
             failure.generation,
@@ -635,6 +640,17 @@ impl Daemon {
                 failure.stage, failure.message
             ));
         }
+        self.refused_swap = Some((
+            RefusedSwap {
+                generation: failure.generation,
+                build,
+                stage: failure.stage,
+                message: failure.message.clone(),
+                serving: self.parts.engine.current_generation(),
+                ago_ms: 0,
+            },
+            Instant::now(),
+        ));
         ReloadOutcome::SwapFailed {
             generation: failure.generation,
             stage: failure.stage,
@@ -694,9 +710,17 @@ impl Daemon {
                 ago_ms: at.elapsed().as_millis() as u64,
                 ..swap.clone()
             }),
-            unloaded_generations: engine.unloaded_generations,
-            leaked_generations: engine.leaked_generations,
-            leaked_bytes: engine.leaked_bytes,
+            refused_swap: self.refused_swap.as_ref().map(|(refused, at)| RefusedSwap {
+                ago_ms: at.elapsed().as_millis() as u64,
+                serving: engine.current_generation,
+                ..refused.clone()
+            }),
+            last_crash: engine
+                .last_crash
+                .map(|(crash, ago)| LastCrash { crash, ago_ms: ago.as_millis() as u64 }),
+            snapshot: engine.snapshot,
+            ended_generations: engine.ended_generations,
+            crashes: engine.crashes,
         }
     }
 }

@@ -1,12 +1,15 @@
-//! The swap engine: loads handler libraries as generations, hands each accepted HTTP connection
-//! to the current generation, and retires old generations once drained.
+//! The swap engine: runs each build of the handler library as a generation in a host process of
+//! its own, hands each accepted HTTP connection to the current generation, retires old
+//! generations once drained (ending their process), and brings a crashed generation back.
 //!
-//! It is usable on its own, to embed hot-swapping in another server:
+//! It is usable on its own, to embed hot-swapping in another server. Generations run in host
+//! processes started from a program that calls `hotswap_host::run_if_requested()` first thing in
+//! `main` (the `hotswap` binary does; an embedder's own binary can too):
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
 //! use hotswap_daemon::engine::{Engine, EngineConfig, events::EventSink};
-//! let engine = Engine::new(EngineConfig::new("/tmp/my-app-generations".into()), EventSink::discard())?;
+//! let engine = Engine::new(EngineConfig::new("/tmp/my-app-generations".into())?, EventSink::discard())?;
 //! engine.swap(std::path::Path::new("target/debug/libmy_app.so")).await.map_err(|f| anyhow::anyhow!(f.message))?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! engine.serve(listener, std::future::pending()).await?;
@@ -16,14 +19,17 @@
 //! A swap goes through stages (each timed, each able to refuse the new generation while the
 //! current one keeps serving): copy → load → verify → init → state → smoke → publish. Only state,
 //! smoke and publish hold the accept loop; connections that arrive meanwhile wait in the listen
-//! backlog, they are not refused.
+//! backlog, they are not refused. A host process started ahead of time (a warm spare) takes the
+//! next build, so a swap does not wait for a process to start.
 
 pub mod artifact;
+pub mod crash;
 pub mod events;
 pub mod generation;
-pub mod library;
+pub mod host_process;
 mod smoke;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -32,28 +38,30 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hotswap_handler::abi::{InitConfig, log_level, state_policy};
+use hotswap_protocol::control::{LoadCommand, StatePolicy as WireStatePolicy};
 use hotswap_protocol::events::{
-    Event, GenerationRetired, GenerationState, RetireOutcome, SwapStage, SwapStages,
+    CrashRecovery, Event, GenerationCrashed, GenerationRetired, GenerationState, LogLevel,
+    RetireOutcome, SwapFinished, SwapStage, SwapStages,
 };
-use hotswap_protocol::messages::GenerationStatus;
+use hotswap_protocol::messages::{GenerationStatus, SnapshotStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use artifact::{Fingerprint, GenerationFiles};
 use events::EventSink;
-use generation::{EngineLinks, Generation, ReturnedConnection, ShutdownResult, StartError};
-use library::{LoadError, LoadedLibrary};
+use generation::Generation;
+use host_process::{HostLinks, HostProcess, HostProgram, ReturnedConnection, StateSnapshot};
 
-/// A purged connection's grace to write its 503s (mirrors the SDK's).
-const PURGE_GRACE: Duration = Duration::from_secs(1);
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A purged connection's grace to write its 503s (mirrors the SDK's), plus a margin.
+const PURGE_GRACE: Duration = Duration::from_millis(1500);
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(5);
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a swap waits for the old generation to switch to draining (its thread runs only
-/// short calls, so this is reached only if that thread is stuck in the library).
+/// How long a retiring generation may take to stop its app before its process is ended.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+/// How long a swap waits for the old generation to switch to draining.
 const BEGIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a connection waits for a crashed generation to be replaced before it gets a 503.
+const RECOVERY_WAIT: Duration = Duration::from_secs(15);
 
 /// What happens when the old generation's state cannot be moved into the new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -65,38 +73,72 @@ pub enum StatePolicy {
     Reject,
 }
 
+/// When repeated crashes of one build stop its restarts.
+#[derive(Debug, Clone, Copy)]
+pub struct CrashLoop {
+    pub crashes: usize,
+    pub within: Duration,
+}
+
 /// Settings of an [`Engine`].
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Where each generation's copy of the library is made (best on the artifact's file system,
     /// so a hard link is possible).
     pub generations_dir: PathBuf,
+    /// The program generations run in.
+    pub host: HostProgram,
     /// How long an old generation may take to finish its requests before they are answered 503.
     pub drain_timeout: Duration,
+    /// How long long-lived streams (WebSockets, streamed responses) stay on an old generation
+    /// before they are ended cleanly.
+    pub stream_drain_timeout: Duration,
     /// A path that must answer 2xx before a new generation is published.
     pub smoke_path: Option<String>,
     pub state_policy: StatePolicy,
     pub max_body_bytes: u64,
     pub worker_threads: u32,
     pub init_timeout: Duration,
-    /// The most verbose `abi::log_level` forwarded from handler code.
-    pub max_log_level: u32,
+    /// How long exporting the state may take before the swap gives up on it.
+    pub export_timeout: Duration,
+    /// The most verbose level of handler `tracing` records forwarded.
+    pub max_log_level: LogLevel,
     /// How many earlier artifacts are kept for rollback.
     pub rollback_depth: usize,
+    /// How often the current generation's state is snapshotted while it serves requests (the
+    /// most a crash can lose); `None`: only at swaps.
+    pub snapshot_interval: Option<Duration>,
+    /// Open HTTP connections beyond which new ones are refused with a 503.
+    pub max_connections: u64,
+    /// A new connection that sends nothing for this long is closed.
+    pub first_byte_timeout: Option<Duration>,
+    pub crash_loop: CrashLoop,
 }
 
 impl EngineConfig {
-    pub fn new(generations_dir: PathBuf) -> Self {
+    /// Defaults, with generations run by this very binary (see [`HostProgram::current_exe`]).
+    pub fn new(generations_dir: PathBuf) -> io::Result<Self> {
+        Ok(Self::with_host(generations_dir, HostProgram::current_exe()?))
+    }
+
+    pub fn with_host(generations_dir: PathBuf, host: HostProgram) -> Self {
         Self {
             generations_dir,
+            host,
             drain_timeout: Duration::from_secs(5),
+            stream_drain_timeout: Duration::from_secs(10),
             smoke_path: None,
             state_policy: StatePolicy::Fresh,
             max_body_bytes: 2 * 1024 * 1024,
             worker_threads: 2,
             init_timeout: Duration::from_secs(10),
-            max_log_level: log_level::INFO,
+            export_timeout: Duration::from_secs(60),
+            max_log_level: LogLevel::Info,
             rollback_depth: 5,
+            snapshot_interval: Some(Duration::from_secs(1)),
+            max_connections: 10_000,
+            first_byte_timeout: Some(Duration::from_secs(10)),
+            crash_loop: CrashLoop { crashes: 3, within: Duration::from_secs(10) },
         }
     }
 }
@@ -135,16 +177,48 @@ pub enum RollbackError {
 pub struct EngineStatus {
     pub current_generation: Option<u64>,
     pub generations: Vec<GenerationStatus>,
-    pub unloaded_generations: u64,
-    pub leaked_generations: u64,
-    pub leaked_bytes: u64,
+    pub ended_generations: u64,
+    pub crashes: u64,
+    pub last_crash: Option<(GenerationCrashed, Duration)>,
+    pub snapshot: Option<SnapshotStatus>,
 }
 
 /// An artifact that served before the current one, kept for rollback.
 #[derive(Debug)]
 struct HistoryEntry {
     generation: u64,
+    build: u64,
     file: PathBuf,
+}
+
+/// The last state the daemon holds: exported at a swap, or by the periodic snapshot.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    state: Option<Arc<StateSnapshot>>,
+    generation: u64,
+    taken: Instant,
+}
+
+/// Whether connections can be served, as the accept loop sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Availability {
+    /// A generation is current (or a swap is about to publish one).
+    Serving,
+    /// A crashed generation is being replaced: connections wait.
+    Recovering,
+    /// Nothing serves: connections get a 503 with the reason.
+    Unavailable,
+}
+
+/// What a load is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadKind {
+    Build,
+    Rollback,
+    /// The same build (or the one before it) after generation `crashed` crashed.
+    Recovery {
+        crashed: u64,
+    },
 }
 
 /// The swap engine. Cheap to clone; clones share everything.
@@ -165,19 +239,29 @@ struct Inner {
     published: Mutex<Option<Arc<Generation>>>,
     draining: Mutex<Vec<Arc<Generation>>>,
     history: Mutex<Vec<HistoryEntry>>,
-    /// One swap at a time.
+    /// One swap (or crash recovery) at a time.
     swap_lock: tokio::sync::Mutex<()>,
     next_generation: AtomicU64,
-    retirements: Mutex<JoinSet<()>>,
-    unloaded: AtomicU64,
-    leaked: AtomicU64,
-    leaked_bytes: AtomicU64,
+    next_build: AtomicU64,
+    /// Retirements, crash watchers, recoveries, disposals: every task the engine starts.
+    tasks: Mutex<JoinSet<()>>,
+    ended: AtomicU64,
+    crashes: AtomicU64,
     shutting_down: AtomicBool,
-    /// What HTTP clients are told while no generation is loaded.
+    /// What HTTP clients are told while no generation serves.
     unavailable_reason: Mutex<String>,
+    availability: watch::Sender<Availability>,
     /// Connections draining generations gave back, for `serve` to pass on.
     returned_sender: mpsc::UnboundedSender<ReturnedConnection>,
     returned: Mutex<Option<mpsc::UnboundedReceiver<ReturnedConnection>>>,
+    /// A host process started ahead of the next swap.
+    spare: Mutex<Option<tokio::task::JoinHandle<io::Result<HostProcess>>>>,
+    snapshot: Mutex<Option<Snapshot>>,
+    last_crash: Mutex<Option<(GenerationCrashed, Instant)>>,
+    /// When each build's generations crashed, for the crash-loop rule.
+    crash_times: Mutex<HashMap<u64, Vec<Instant>>>,
+    refused_connections: AtomicU64,
+    last_refusal_log: Mutex<Option<Instant>>,
 }
 
 impl Engine {
@@ -185,6 +269,7 @@ impl Engine {
     pub fn new(config: EngineConfig, events: EventSink) -> io::Result<Self> {
         let files = GenerationFiles::new(config.generations_dir.clone())?;
         let (returned_sender, returned) = mpsc::unbounded_channel();
+        let (availability, _) = watch::channel(Availability::Unavailable);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -196,14 +281,21 @@ impl Engine {
                 history: Mutex::default(),
                 swap_lock: tokio::sync::Mutex::new(()),
                 next_generation: AtomicU64::new(1),
-                retirements: Mutex::new(JoinSet::new()),
-                unloaded: AtomicU64::new(0),
-                leaked: AtomicU64::new(0),
-                leaked_bytes: AtomicU64::new(0),
+                next_build: AtomicU64::new(1),
+                tasks: Mutex::new(JoinSet::new()),
+                ended: AtomicU64::new(0),
+                crashes: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 unavailable_reason: Mutex::new("no handler is loaded yet".to_owned()),
+                availability,
                 returned_sender,
                 returned: Mutex::new(Some(returned)),
+                spare: Mutex::new(None),
+                snapshot: Mutex::new(None),
+                last_crash: Mutex::new(None),
+                crash_times: Mutex::default(),
+                refused_connections: AtomicU64::new(0),
+                last_refusal_log: Mutex::new(None),
             }),
         })
     }
@@ -212,7 +304,7 @@ impl Engine {
         &self.inner.config
     }
 
-    /// What HTTP clients are told (with a 503) while no generation is loaded.
+    /// What HTTP clients are told (with a 503) while no generation serves.
     pub fn set_unavailable_reason(&self, reason: impl Into<String>) {
         *self.inner.unavailable_reason.lock().expect("reason") = reason.into();
     }
@@ -232,6 +324,43 @@ impl Engine {
         self.published().and_then(|generation| generation.artifact_fingerprint)
     }
 
+    /// The pids of every host process serving now (current and draining).
+    pub fn host_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.published().iter().map(|g| g.host.pid).collect();
+        pids.extend(self.inner.draining.lock().expect("draining").iter().map(|g| g.host.pid));
+        pids
+    }
+
+    fn spawn_task(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.inner.tasks.lock().expect("tasks");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+
+    /// Starts a host process for the next swap, in the background.
+    fn prepare_spare(&self) {
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let program = self.inner.config.host.clone();
+        let handle = tokio::spawn(async move { HostProcess::spawn(&program).await });
+        if let Some(previous) = self.inner.spare.lock().expect("spare").replace(handle) {
+            previous.abort();
+        }
+    }
+
+    /// The spare host, or a new one when there is none (or it died).
+    async fn take_host(&self) -> io::Result<HostProcess> {
+        let spare = self.inner.spare.lock().expect("spare").take();
+        if let Some(spare) = spare
+            && let Ok(Ok(host)) = spare.await
+            && host.exit().borrow().is_none()
+        {
+            return Ok(host);
+        }
+        HostProcess::spawn(&self.inner.config.host).await
+    }
+
     /// Loads `artifact` as a new generation and makes it current. On failure the current
     /// generation keeps serving.
     pub async fn swap(&self, artifact: &Path) -> Result<SwapReport, SwapFailure> {
@@ -246,7 +375,8 @@ impl Engine {
             .place(artifact, number)
             .map_err(|error| failure(number, SwapStage::Copy, error.to_string()))?;
         let copy_ms = millis(started.elapsed());
-        self.load(number, file, fingerprint, copy_ms, started, false).await
+        let build = self.inner.next_build.fetch_add(1, Ordering::Relaxed);
+        self.load(number, build, file, fingerprint, copy_ms, started, LoadKind::Build).await
     }
 
     /// Loads the artifact that served before the current one as a new generation.
@@ -257,19 +387,7 @@ impl Engine {
         };
         let number = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         self.check_running(number)?;
-        let started = Instant::now();
-        let placed = self.inner.files.place(&entry.file, number);
-        let (file, _) = match placed {
-            Ok(placed) => placed,
-            Err(error) => {
-                self.inner.history.lock().expect("history").push(entry);
-                return Err(failure(number, SwapStage::Copy, error.to_string()).into());
-            }
-        };
-        let fingerprint = Fingerprint::of(&file).ok();
-        let copy_ms = millis(started.elapsed());
-        let result = self.load(number, file, fingerprint, copy_ms, started, true).await;
-        match result {
+        match self.load_history_entry(number, &entry, LoadKind::Rollback).await {
             Ok(report) => {
                 tracing::info!("rolled back to the artifact of generation {}", entry.generation);
                 self.inner.files.remove(&entry.file);
@@ -280,6 +398,23 @@ impl Engine {
                 Err(error.into())
             }
         }
+    }
+
+    async fn load_history_entry(
+        &self,
+        number: u64,
+        entry: &HistoryEntry,
+        kind: LoadKind,
+    ) -> Result<SwapReport, SwapFailure> {
+        let started = Instant::now();
+        let (file, _) = self
+            .inner
+            .files
+            .place(&entry.file, number)
+            .map_err(|error| failure(number, SwapStage::Copy, error.to_string()))?;
+        let fingerprint = Fingerprint::of(&file).ok();
+        let copy_ms = millis(started.elapsed());
+        self.load(number, entry.build, file, fingerprint, copy_ms, started, kind).await
     }
 
     fn check_running(&self, number: u64) -> Result<(), SwapFailure> {
@@ -293,115 +428,129 @@ impl Engine {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn load(
         &self,
         number: u64,
+        build: u64,
         file: PathBuf,
         fingerprint: Option<Fingerprint>,
         copy_ms: f64,
         started: Instant,
-        rollback: bool,
+        kind: LoadKind,
     ) -> Result<SwapReport, SwapFailure> {
         let mut stages = SwapStages { copy_ms, ..SwapStages::default() };
+        let config = &self.inner.config;
         let files = &self.inner.files;
 
-        let clock = Instant::now();
-        let (library, verify_time) = match LoadedLibrary::open(&file) {
-            Ok(opened) => opened,
+        let host = match self.take_host().await {
+            Ok(host) => host,
             Err(error) => {
                 files.remove(&file);
-                return Err(match error {
-                    LoadError::Load(message) => failure(number, SwapStage::Load, message),
-                    LoadError::Verify(message) => failure(number, SwapStage::Verify, message),
-                });
+                return Err(failure(number, SwapStage::Load, error.to_string()));
             }
         };
-        stages.load_ms = millis(clock.elapsed().saturating_sub(verify_time));
-        stages.verify_ms = millis(verify_time);
-
-        let clock = Instant::now();
-        let config = &self.inner.config;
-        let init_config = InitConfig {
+        // The next swap gets a host started now, while this one loads.
+        self.prepare_spare();
+        let load = LoadCommand {
+            library: file.clone(),
             generation: number,
             worker_threads: config.worker_threads,
             max_log_level: config.max_log_level,
             max_body_bytes: config.max_body_bytes,
+            first_byte_timeout_ms: config
+                .first_byte_timeout
+                .map_or(0, |limit| u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)),
         };
-        let spawned = {
-            let links = EngineLinks {
-                events: self.inner.events.clone(),
-                returned: self.inner.returned_sender.clone(),
-            };
-            let file = file.clone();
-            let init_timeout = config.init_timeout;
-            tokio::task::spawn_blocking(move || {
-                Generation::spawn(
-                    number,
-                    library,
-                    file,
-                    fingerprint,
-                    init_config,
-                    links,
-                    init_timeout,
-                )
-            })
-            .await
-            .expect("the init task does not panic")
+        let links = HostLinks {
+            events: self.inner.events.clone(),
+            returned: self.inner.returned_sender.clone(),
         };
-        let generation = match spawned {
-            Ok(generation) => generation,
-            Err((error, library)) => {
-                match library {
-                    Some(library) => {
-                        let _ = library.close();
-                    }
-                    None => {
-                        let bytes = library::mapped_bytes(&file).unwrap_or(0);
-                        self.count_leak(bytes);
-                        self.report_refused_leak(number, bytes, "its init never returned");
-                    }
-                }
+        let loaded = Generation::load(
+            number,
+            build,
+            host,
+            file.clone(),
+            fingerprint,
+            load,
+            links,
+            config.init_timeout,
+        )
+        .await;
+        let generation = match loaded {
+            Ok((generation, loaded)) => {
+                stages.load_ms = loaded.load_ms;
+                stages.verify_ms = loaded.verify_ms;
+                stages.init_ms = loaded.init_ms;
+                Arc::new(generation)
+            }
+            Err((start_failure, host)) => {
+                self.end_refused_host(host);
                 files.remove(&file);
-                let (StartError::Init(message) | StartError::State(message)) = error;
-                return Err(failure(number, SwapStage::Init, message));
+                return Err(failure(number, start_failure.stage, start_failure.message));
             }
         };
-        stages.init_ms = millis(clock.elapsed());
 
         // From here to publishing, new connections wait.
         let mut current = self.inner.current.write().await;
         let clock = Instant::now();
         let mut warnings = Vec::new();
         let previous_number = current.as_ref().map(|previous| previous.number);
-        let exported = match current.clone() {
-            Some(previous) => Some((previous.number, previous.export_state(EXPORT_TIMEOUT).await)),
-            None => None,
-        };
-        let state = match exported {
-            None => Vec::new(),
-            Some((_, Ok(state))) => state,
-            Some((previous, Err(message))) if config.state_policy == StatePolicy::Reject => {
-                drop(current);
-                self.dispose(generation).await;
-                return Err(failure(
-                    number,
-                    SwapStage::State,
-                    format!("generation {previous} could not export its state: {message}"),
-                ));
-            }
-            Some((previous, Err(message))) => {
-                warnings.push(format!(
-                    "generation {previous} could not export its state ({message}); generation {number} starts with fresh state"
-                ));
-                Vec::new()
-            }
-        };
         let policy = match config.state_policy {
-            StatePolicy::Fresh => state_policy::FRESH,
-            StatePolicy::Reject => state_policy::REJECT,
+            StatePolicy::Fresh => WireStatePolicy::Fresh,
+            StatePolicy::Reject => WireStatePolicy::Reject,
+        };
+        let state = match (kind, current.clone()) {
+            (_, Some(previous)) if !matches!(kind, LoadKind::Recovery { .. }) => {
+                match previous.export_state(config.export_timeout).await {
+                    Ok(state) => {
+                        let state = state.map(Arc::new);
+                        self.keep_snapshot(state.clone(), previous.number);
+                        state
+                    }
+                    Err(message) if config.state_policy == StatePolicy::Reject => {
+                        drop(current);
+                        self.dispose(generation);
+                        return Err(failure(
+                            number,
+                            SwapStage::State,
+                            format!(
+                                "the state of generation {} could not be exported and the policy \
+                                 is \"reject\": {message}",
+                                previous.number
+                            ),
+                        ));
+                    }
+                    Err(message) => {
+                        warnings.push(format!(
+                            "the state of generation {} could not be exported ({message}); \
+                             generation {number} starts with fresh state",
+                            previous.number
+                        ));
+                        None
+                    }
+                }
+            }
+            // Nothing serves (the first generation, or after crashes): the kept snapshot.
+            _ => {
+                let snapshot = self.inner.snapshot.lock().expect("snapshot").clone();
+                match snapshot {
+                    Some(snapshot) => {
+                        if snapshot.state.is_some() {
+                            warnings.push(format!(
+                                "started from the state snapshot of {} ago (generation {})",
+                                age(snapshot.taken.elapsed()),
+                                snapshot.generation
+                            ));
+                        }
+                        snapshot.state
+                    }
+                    None => None,
+                }
+            }
         };
         // `Handler::new` runs here, while new connections wait: it gets the init timeout.
-        match generation.start(state, policy, config.init_timeout).await {
+        match generation.start(state.as_deref(), policy, config.init_timeout).await {
             Ok(None) => {}
             Ok(Some(reason)) => warnings.push(match previous_number {
                 Some(previous) => format!(
@@ -409,17 +558,10 @@ impl Engine {
                 ),
                 None => format!("the state could not be imported ({reason}); starting fresh"),
             }),
-            Err(error) => {
+            Err(start_failure) => {
                 drop(current);
-                self.dispose(generation).await;
-                return Err(match error {
-                    StartError::State(message) => failure(
-                        number,
-                        SwapStage::State,
-                        format!("the state could not be imported and the policy is \"reject\": {message}"),
-                    ),
-                    StartError::Init(message) => failure(number, SwapStage::Init, message),
-                });
+                self.dispose(generation);
+                return Err(failure(number, start_failure.stage, start_failure.message));
             }
         }
         stages.state_ms = millis(clock.elapsed());
@@ -428,7 +570,7 @@ impl Engine {
             let clock = Instant::now();
             if let Err(message) = smoke::check(&generation, path, SMOKE_TIMEOUT).await {
                 drop(current);
-                self.dispose(generation).await;
+                self.dispose(generation);
                 return Err(failure(number, SwapStage::Smoke, message));
             }
             stages.smoke_ms = millis(clock.elapsed());
@@ -438,16 +580,21 @@ impl Engine {
         // The old generation stops keeping connections alive before the new one is published,
         // so that a request read after the swap is read by the new code.
         if let Some(previous) = current.as_ref() {
-            previous.begin_drain(config.drain_timeout, BEGIN_DRAIN_TIMEOUT).await;
+            previous
+                .host
+                .begin_drain(config.drain_timeout, config.stream_drain_timeout, BEGIN_DRAIN_TIMEOUT)
+                .await;
         }
         *self.inner.published.lock().expect("published") = Some(generation.clone());
-        let previous = current.replace(generation);
+        let previous = current.replace(generation.clone());
         drop(current);
+        self.inner.availability.send_replace(Availability::Serving);
         stages.publish_ms = millis(clock.elapsed());
         let swap_ms = millis(started.elapsed());
+        self.watch_for_crash(generation);
 
         if let Some(previous) = previous {
-            if !rollback {
+            if kind == LoadKind::Build {
                 self.remember(&previous);
             }
             self.retire(previous);
@@ -461,12 +608,18 @@ impl Engine {
         })
     }
 
+    fn keep_snapshot(&self, state: Option<Arc<StateSnapshot>>, generation: u64) {
+        *self.inner.snapshot.lock().expect("snapshot") =
+            Some(Snapshot { state, generation, taken: Instant::now() });
+    }
+
     /// Keeps the artifact of a replaced generation for rollback, dropping the oldest beyond the
     /// configured depth.
     fn remember(&self, generation: &Generation) {
         let mut history = self.inner.history.lock().expect("history");
         history.push(HistoryEntry {
             generation: generation.number,
+            build: generation.build,
             file: generation.library_file.clone(),
         });
         while history.len() > self.inner.config.rollback_depth {
@@ -480,36 +633,55 @@ impl Engine {
     }
 
     /// Waits in the background for `generation` (already told to drain) to finish its
-    /// connections, then shuts it down and unloads it.
+    /// connections, then ends its process.
     fn retire(&self, generation: Arc<Generation>) {
         *generation.retired_at.lock().expect("retired_at") = Some(Instant::now());
         self.inner.draining.lock().expect("draining").push(generation.clone());
         let engine = self.clone();
-        self.inner.retirements.lock().expect("retirements").spawn(async move {
-            engine.drain_and_unload(generation).await;
-        });
+        self.spawn_task(async move { engine.drain_and_end(generation).await });
     }
 
-    async fn drain_and_unload(&self, generation: Arc<Generation>) {
-        let drain_timeout = self.inner.config.drain_timeout;
+    async fn drain_and_end(&self, generation: Arc<Generation>) {
+        let config = &self.inner.config;
         let started = Instant::now();
-        let deadline =
-            tokio::time::Instant::now() + drain_timeout + PURGE_GRACE + Duration::from_secs(1);
-        wait_until_idle(&generation, deadline).await;
-        let (outcome, leaked_bytes, reason) = self.unload(&generation).await;
-        self.inner
-            .draining
-            .lock()
-            .expect("draining")
-            .retain(|other| other.number != generation.number);
-        let requests_cut = generation.counters.cut.load(Ordering::Relaxed);
-        match outcome {
-            RetireOutcome::Unloaded => tracing::info!("generation {} unloaded", generation.number),
-            RetireOutcome::Leaked => tracing::warn!(
-                "generation {} could not be unloaded and stays mapped ({leaked_bytes} bytes): {}",
-                generation.number,
-                reason.as_deref().unwrap_or("unknown reason")
+        let now = tokio::time::Instant::now();
+        // Requests first: once the purge has answered them, only streams keep it alive.
+        generation.host.wait_until_idle(now + config.drain_timeout + PURGE_GRACE).await;
+        if generation.host.counters().streams.load(Ordering::SeqCst) > 0 {
+            generation.host.wait_until_idle(now + config.stream_drain_timeout + PURGE_GRACE).await;
+        }
+        let ended = generation.exit().borrow().is_some();
+        if ended && !generation.is_ending() {
+            // It crashed while draining; its crash watcher reports it.
+            self.forget_draining(&generation);
+            return;
+        }
+        generation.mark_ending();
+        let exited_by_itself = generation.host.retire(RETIRE_GRACE).await;
+        self.forget_draining(&generation);
+        let counters = generation.host.counters();
+        let requests_cut =
+            counters.cut.load(Ordering::Relaxed).max(generation.host.requests_cut_by_host());
+        let (outcome, reason) = match (exited_by_itself, generation.host.retiring_message()) {
+            (true, Some((true, _)) | None) => (RetireOutcome::Ended, None),
+            (true, Some((false, message))) => (RetireOutcome::Ended, message),
+            (false, message) => (
+                RetireOutcome::Killed,
+                Some(message.and_then(|(_, message)| message).unwrap_or_else(|| {
+                    "it did not stop within its grace (a thread that never returns?)".to_owned()
+                })),
             ),
+        };
+        self.inner.ended.fetch_add(1, Ordering::Relaxed);
+        match (&outcome, &reason) {
+            (RetireOutcome::Killed, Some(reason)) => tracing::warn!(
+                "generation {} was ended with SIGKILL: {reason}; its memory is returned",
+                generation.number
+            ),
+            (_, Some(reason)) => {
+                tracing::info!("generation {} ended ({reason})", generation.number)
+            }
+            _ => tracing::info!("generation {} ended", generation.number),
         }
         if !self.in_history(&generation.library_file) {
             self.inner.files.remove(&generation.library_file);
@@ -517,75 +689,268 @@ impl Engine {
         self.inner.events.send(Event::GenerationRetired(GenerationRetired {
             generation: generation.number,
             outcome,
-            leaked_bytes,
             reason,
             drain_ms: millis(started.elapsed()),
             requests_cut,
         }));
     }
 
-    /// Shuts down and unloads a generation that never served (a refused swap).
-    async fn dispose(&self, generation: Arc<Generation>) {
-        let (outcome, leaked_bytes, reason) = self.unload(&generation).await;
-        if outcome == RetireOutcome::Leaked {
-            self.report_refused_leak(
-                generation.number,
-                leaked_bytes,
-                reason.as_deref().unwrap_or("unknown reason"),
+    fn forget_draining(&self, generation: &Generation) {
+        self.inner
+            .draining
+            .lock()
+            .expect("draining")
+            .retain(|other| other.number != generation.number);
+    }
+
+    /// Ends a generation that never served (a refused swap), in the background.
+    fn dispose(&self, generation: Arc<Generation>) {
+        generation.mark_ending();
+        let engine = self.clone();
+        self.spawn_task(async move {
+            generation.host.retire(Duration::from_millis(500)).await;
+            engine.inner.files.remove(&generation.library_file);
+        });
+    }
+
+    /// Ends a host whose library was refused, in the background.
+    fn end_refused_host(&self, host: HostProcess) {
+        self.spawn_task(async move {
+            host.retire(Duration::from_millis(500)).await;
+        });
+    }
+
+    /// Waits for the generation's process to end; an end the engine did not ask for is a crash.
+    fn watch_for_crash(&self, generation: Arc<Generation>) {
+        let engine = self.clone();
+        self.spawn_task(async move {
+            let mut exit = generation.exit();
+            let Ok(exit) = exit.wait_for(Option::is_some).await.map(|exit| *exit) else { return };
+            let Some(exit) = exit else { return };
+            if generation.is_ending() {
+                return;
+            }
+            engine.crashed(generation, exit).await;
+        });
+    }
+
+    /// A generation's process died by itself: say how, and serve again.
+    async fn crashed(&self, generation: Arc<Generation>, exit: host_process::HostExit) {
+        let facts = generation.host.counters().crash.read();
+        let words = generation.host.last_words().await;
+        let report = crash::report(generation.number, generation.host.pid, exit, facts, words);
+        self.inner.crashes.fetch_add(1, Ordering::Relaxed);
+        let is_current = self.current_generation() == Some(generation.number);
+        if !is_current || self.inner.shutting_down.load(Ordering::SeqCst) {
+            self.forget_draining(&generation);
+            let serving = self.current_generation();
+            let message = match serving {
+                Some(serving) => {
+                    format!("{} while draining; generation {serving} serves", report.summary())
+                }
+                None => report.summary(),
+            };
+            tracing::error!("{message}");
+            self.announce_crash(&report, CrashRecovery::None, message);
+            if !self.in_history(&generation.library_file) {
+                self.inner.files.remove(&generation.library_file);
+            }
+            return;
+        }
+        // Connections wait from now on, instead of meeting a dead process.
+        self.inner.availability.send_replace(Availability::Recovering);
+        let engine = self.clone();
+        self.spawn_task(async move { engine.recover(generation, report).await });
+    }
+
+    async fn recover(&self, crashed: Arc<Generation>, report: crash::CrashReport) {
+        let _one_at_a_time = self.inner.swap_lock.lock().await;
+        {
+            let mut current = self.inner.current.write().await;
+            if current.as_ref().map(|current| current.number) == Some(crashed.number) {
+                current.take();
+                self.inner.published.lock().expect("published").take();
+            } else {
+                // A swap replaced it meanwhile.
+                self.inner.availability.send_replace(Availability::Serving);
+                return;
+            }
+        }
+        let crash_loop = self.inner.config.crash_loop;
+        let recent = {
+            let mut times = self.inner.crash_times.lock().expect("crash times");
+            let times = times.entry(crashed.build).or_default();
+            times.push(Instant::now());
+            times.retain(|at| at.elapsed() <= crash_loop.within);
+            times.len()
+        };
+        let snapshot_age = self
+            .inner
+            .snapshot
+            .lock()
+            .expect("snapshot")
+            .as_ref()
+            .filter(|snapshot| snapshot.state.is_some())
+            .map(|snapshot| snapshot.taken.elapsed());
+        let from_snapshot = match snapshot_age {
+            Some(age_of) => format!("from the state snapshot of {} ago", age(age_of)),
+            None => "with its default state (no state snapshot)".to_owned(),
+        };
+        let crash_loop_hit = recent >= crash_loop.crashes;
+        let mut attempt_restart = !crash_loop_hit;
+        if attempt_restart {
+            let message =
+                format!("{}; the same build starts again {from_snapshot}", report.summary());
+            tracing::error!("{message}");
+            self.announce_crash(
+                &report,
+                CrashRecovery::Restart {
+                    snapshot_age_ms: snapshot_age.map(|age| age.as_millis() as u64),
+                },
+                message,
             );
         }
-        self.inner.files.remove(&generation.library_file);
-    }
-
-    /// A refused generation that stays mapped is reported like a retired one: in the log, in
-    /// `status` (counted by the caller) and as an event, never silently.
-    fn report_refused_leak(&self, number: u64, leaked_bytes: u64, reason: &str) {
-        tracing::warn!(
-            "refused generation {number} could not be unloaded and stays mapped ({leaked_bytes} bytes): {reason}"
-        );
-        self.inner.events.send(Event::GenerationRetired(GenerationRetired {
-            generation: number,
-            outcome: RetireOutcome::Leaked,
-            leaked_bytes,
-            reason: Some(format!("refused at start and could not be unloaded: {reason}")),
-            drain_ms: 0.0,
-            requests_cut: 0,
-        }));
-    }
-
-    async fn unload(&self, generation: &Generation) -> (RetireOutcome, u64, Option<String>) {
-        let result = match generation.shutdown(SHUTDOWN_TIMEOUT).await {
-            ShutdownResult::Clean => match generation.unload() {
-                Ok(0) => (RetireOutcome::Unloaded, 0, None),
-                Ok(bytes) => (
-                    RetireOutcome::Leaked,
-                    bytes,
-                    Some("still mapped after dlclose: the library registered a thread-local destructor on \
-                          a thread that is still alive, or the platform does not unload"
-                        .to_owned()),
-                ),
-                Err(error) => (RetireOutcome::Leaked, generation.leak(), Some(format!("dlclose failed: {error}"))),
-            },
-            ShutdownResult::ThreadsLeft(reason) => (RetireOutcome::Leaked, generation.leak(), Some(reason)),
-        };
-        match result.0 {
-            RetireOutcome::Unloaded => {
-                self.inner.unloaded.fetch_add(1, Ordering::Relaxed);
+        let mut restart_failure = None;
+        if attempt_restart {
+            let number = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+            let entry = HistoryEntry {
+                generation: crashed.number,
+                build: crashed.build,
+                file: crashed.library_file.clone(),
+            };
+            match self
+                .load_history_entry(number, &entry, LoadKind::Recovery { crashed: crashed.number })
+                .await
+            {
+                Ok(swap) => {
+                    self.announce_recovery(&swap, crashed.number, false);
+                    self.forget_crashed_file(&crashed);
+                    return;
+                }
+                Err(failure) => {
+                    tracing::error!(
+                        "restarting generation {}'s build failed at the {} stage: {}",
+                        crashed.number,
+                        failure.stage,
+                        failure.message
+                    );
+                    restart_failure = Some(failure);
+                    attempt_restart = false;
+                }
             }
-            RetireOutcome::Leaked => self.count_leak(result.1),
         }
-        result
+        debug_assert!(!attempt_restart);
+        let why = match (&restart_failure, crash_loop_hit) {
+            (Some(failure), _) => format!(
+                "{}; starting the same build again failed at the {} stage: {}",
+                report.summary(),
+                failure.stage,
+                failure.message
+            ),
+            (None, true) => format!(
+                "{} ({recent} crashes of this build in {} s)",
+                report.summary(),
+                crash_loop.within.as_secs()
+            ),
+            (None, false) => report.summary(),
+        };
+        // The build that served before this one, if there is one.
+        let previous = self.inner.history.lock().expect("history").pop();
+        let Some(entry) = previous else {
+            let message = format!("{why}; nothing serves until the next save");
+            tracing::error!("{message}");
+            self.announce_crash(&report, CrashRecovery::None, message.clone());
+            self.set_unavailable_reason(message);
+            self.inner.availability.send_replace(Availability::Unavailable);
+            self.forget_crashed_file(&crashed);
+            return;
+        };
+        let message = format!(
+            "{why}; the previous build (generation {}'s) serves again {from_snapshot}",
+            entry.generation
+        );
+        tracing::error!("{message}");
+        self.announce_crash(
+            &report,
+            CrashRecovery::PreviousBuild { generation: entry.generation },
+            message,
+        );
+        let number = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        match self
+            .load_history_entry(number, &entry, LoadKind::Recovery { crashed: crashed.number })
+            .await
+        {
+            Ok(swap) => {
+                self.inner.files.remove(&entry.file);
+                self.announce_recovery(&swap, crashed.number, true);
+            }
+            Err(failure) => {
+                let message = format!(
+                    "{why}; the previous build could not serve either (refused at the {} stage: \
+                     {}); nothing serves until the next save",
+                    failure.stage, failure.message
+                );
+                tracing::error!("{message}");
+                self.inner.history.lock().expect("history").push(entry);
+                self.announce_crash(&report, CrashRecovery::None, message.clone());
+                self.set_unavailable_reason(message);
+                self.inner.availability.send_replace(Availability::Unavailable);
+            }
+        }
+        self.forget_crashed_file(&crashed);
     }
 
-    fn count_leak(&self, bytes: u64) {
-        self.inner.leaked.fetch_add(1, Ordering::Relaxed);
-        self.inner.leaked_bytes.fetch_add(bytes, Ordering::Relaxed);
+    fn forget_crashed_file(&self, crashed: &Generation) {
+        if !self.in_history(&crashed.library_file) {
+            self.inner.files.remove(&crashed.library_file);
+        }
+    }
+
+    fn announce_crash(
+        &self,
+        report: &crash::CrashReport,
+        recovery: CrashRecovery,
+        message: String,
+    ) {
+        let event = GenerationCrashed {
+            generation: report.generation,
+            pid: report.pid,
+            cause: report.cause.clone(),
+            signal: report.signal.clone(),
+            exit_code: report.exit_code,
+            last_words: report.last_words.clone(),
+            request: report.request.clone(),
+            recovery,
+            message,
+        };
+        *self.inner.last_crash.lock().expect("last crash") = Some((event.clone(), Instant::now()));
+        self.inner.events.send(Event::GenerationCrashed(event));
+    }
+
+    fn announce_recovery(&self, swap: &SwapReport, crashed: u64, previous_build: bool) {
+        tracing::info!(
+            "generation {} serves again after generation {crashed} crashed ({}; {:.1} ms)",
+            swap.generation,
+            if previous_build { "the previous build" } else { "the same build" },
+            swap.swap_ms
+        );
+        self.inner.events.send(Event::SwapFinished(SwapFinished {
+            generation: swap.generation,
+            previous_generation: Some(crashed),
+            rollback: previous_build,
+            after_crash: Some(crashed),
+            swap_ms: swap.swap_ms,
+            total_ms: None,
+            build_ms: None,
+            stages: swap.stages,
+            warnings: swap.warnings.clone(),
+        }));
     }
 
     /// Accepts HTTP connections on `listener` and hands each to the current generation, until
     /// `shutdown` completes. Connections that draining generations give back go to the current
-    /// generation too. While no generation is loaded, connections get a 503 that says why. An
-    /// engine serves once: a second call fails.
+    /// generation too. While a crashed generation is being replaced, connections wait; while
+    /// nothing serves, they get a 503 that says why. An engine serves once: a second call fails.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
@@ -595,7 +960,15 @@ impl Engine {
             self.inner.returned.lock().expect("returned").take().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::AlreadyExists, "the engine is already serving")
             })?;
-        let mut unavailable = JoinSet::new();
+        if self.inner.spare.lock().expect("spare").is_none() {
+            self.prepare_spare();
+        }
+        let snapshots = self.inner.config.snapshot_interval.map(|interval| {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.take_snapshots(interval).await })
+        });
+        let mut waiting = JoinSet::new();
+        let mut accept_errors = Throttle::default();
         tokio::pin!(shutdown);
         loop {
             let (socket, unread) = tokio::select! {
@@ -603,55 +976,209 @@ impl Engine {
                 () = &mut shutdown => break,
                 Some(connection) = returned.recv() => (connection.socket, connection.unread),
                 accepted = listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
-                    Ok(stream) => (OwnedFd::from(stream), Vec::new()),
+                    Ok(stream) => {
+                        let socket = OwnedFd::from(stream);
+                        if self.too_many_connections() {
+                            self.refuse(socket);
+                            continue;
+                        }
+                        (socket, Vec::new())
+                    }
                     Err(error) => {
-                        // Out of descriptors or a connection reset before accept: keep serving.
-                        tracing::warn!("accept failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // Out of descriptors, or a connection reset before accept: keep serving,
+                        // and say so once in a while, not at every try.
+                        if accept_errors.ready(Duration::from_secs(10)) {
+                            tracing::warn!(
+                                "accepting HTTP connections failed ({error}); retrying (said at most every 10 s)"
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
             };
-            while unavailable.try_join_next().is_some() {}
-            let current = self.inner.current.read().await.clone();
-            match current {
-                Some(generation) => {
-                    if !generation.serve(socket, unread) {
-                        tracing::warn!(
-                            "generation {} is gone; a connection was closed",
-                            generation.number
-                        );
-                    }
-                }
-                None => {
-                    let reason = self.inner.unavailable_reason.lock().expect("reason").clone();
-                    let stream = std::net::TcpStream::from(socket);
-                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                        unavailable.spawn(answer_unavailable(stream, reason));
-                    }
-                }
+            while waiting.try_join_next().is_some() {}
+            if let Err((socket, unread)) = self.route(socket, unread).await {
+                let engine = self.clone();
+                waiting.spawn(async move { engine.route_when_available(socket, unread).await });
             }
+        }
+        if let Some(snapshots) = snapshots {
+            snapshots.abort();
         }
         // From now on connections given back are closed: nothing serves them any more.
         drop(returned);
-        unavailable.shutdown().await;
+        waiting.shutdown().await;
         Ok(())
     }
 
+    /// Passes a connection to the current generation; gives it back when there is none (or it
+    /// just died).
+    async fn route(&self, socket: OwnedFd, unread: Vec<u8>) -> Result<(), (OwnedFd, Vec<u8>)> {
+        let current = self.inner.current.read().await.clone();
+        match current {
+            Some(generation) => match generation.host.serve_or_return(socket, &unread).await {
+                Ok(()) => Ok(()),
+                Err(socket) => Err((socket, unread)),
+            },
+            None => Err((socket, unread)),
+        }
+    }
+
+    /// Waits (for a crash recovery) until a generation serves, then passes the connection; a
+    /// 503 with the reason when nothing will.
+    async fn route_when_available(&self, mut socket: OwnedFd, mut unread: Vec<u8>) {
+        let mut availability = self.inner.availability.subscribe();
+        let deadline = tokio::time::Instant::now() + RECOVERY_WAIT;
+        loop {
+            let state = availability.borrow_and_update().clone();
+            match state {
+                Availability::Serving => match self.route(socket, unread).await {
+                    Ok(()) => return,
+                    Err((back, bytes)) => {
+                        (socket, unread) = (back, bytes);
+                        // Published but gone already (a crash being noticed): wait for news.
+                        if tokio::time::timeout_at(deadline, availability.changed()).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                },
+                Availability::Recovering => {
+                    if tokio::time::timeout_at(deadline, availability.changed()).await.is_err() {
+                        break;
+                    }
+                }
+                Availability::Unavailable => break,
+            }
+        }
+        let reason = self.inner.unavailable_reason.lock().expect("reason").clone();
+        let stream = std::net::TcpStream::from(socket);
+        if stream.set_nonblocking(true).is_ok()
+            && let Ok(stream) = tokio::net::TcpStream::from_std(stream)
+        {
+            answer_unavailable(stream, unread, reason).await;
+        }
+    }
+
+    /// True when the open HTTP connections reach `max_connections`.
+    fn too_many_connections(&self) -> bool {
+        let mut open = 0;
+        if let Some(current) = self.published() {
+            open += current.host.open_connections();
+        }
+        for generation in self.inner.draining.lock().expect("draining").iter() {
+            open += generation.host.open_connections();
+        }
+        open >= self.inner.config.max_connections
+    }
+
+    /// Closes a connection over the limit with a 503, and says so in one line every 10 s.
+    fn refuse(&self, socket: OwnedFd) {
+        let refused = self.inner.refused_connections.fetch_add(1, Ordering::Relaxed) + 1;
+        {
+            let mut last = self.inner.last_refusal_log.lock().expect("refusal log");
+            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                tracing::warn!(
+                    "{refused} HTTP connection(s) refused so far: {} are open, the limit \
+                     (`max_connections` in the [server] section of hotswap.toml) (said at most every 10 s)",
+                    self.inner.config.max_connections
+                );
+                self.inner.events.send(Event::Log(hotswap_protocol::events::LogLine {
+                    level: LogLevel::Warn,
+                    target: "hotswap".to_owned(),
+                    message: format!(
+                        "{refused} HTTP connection(s) refused so far: the limit of {} open connections is reached",
+                        self.inner.config.max_connections
+                    ),
+                    generation: None,
+                }));
+            }
+        }
+        let body = "hotswap: too many open connections; retry later\n";
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let stream = std::net::TcpStream::from(socket);
+        let _ = stream.set_nonblocking(true);
+        let _ = std::io::Write::write(&mut &stream, response.as_bytes());
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Snapshots the current generation's state every `interval` while it serves requests.
+    async fn take_snapshots(&self, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen: Option<(u64, u64)> = None;
+        let mut next_allowed = tokio::time::Instant::now();
+        loop {
+            ticker.tick().await;
+            let Some(current) = self.published() else { continue };
+            let requests = current.host.counters().requests.load(Ordering::Relaxed);
+            let taken_at_swap = self
+                .inner
+                .snapshot
+                .lock()
+                .expect("snapshot")
+                .as_ref()
+                .is_some_and(|snapshot| snapshot.generation >= current.number);
+            if seen == Some((current.number, requests))
+                || (requests == 0 && taken_at_swap)
+                || tokio::time::Instant::now() < next_allowed
+            {
+                continue;
+            }
+            // Never beside a swap: it moves the state itself.
+            let Ok(_no_swap) = self.inner.swap_lock.try_lock() else { continue };
+            let clock = Instant::now();
+            match current.export_state(self.inner.config.export_timeout).await {
+                Ok(state) => {
+                    self.keep_snapshot(state.map(Arc::new), current.number);
+                    seen = Some((current.number, requests));
+                }
+                Err(message) => tracing::debug!("state snapshot skipped: {message}"),
+            }
+            // A slow export (a large state) is not repeated more than a tenth of the time.
+            next_allowed = tokio::time::Instant::now() + clock.elapsed() * 10;
+        }
+    }
+
     /// Retires the current generation (in-flight requests finish, up to the drain timeout) and
-    /// waits until every generation is unloaded. No swap happens after this.
+    /// waits until every generation's process has ended. No swap happens after this.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         let _no_more_swaps = self.inner.swap_lock.lock().await;
         let current = self.inner.current.write().await.take();
         self.inner.published.lock().expect("published").take();
+        let spare = self.inner.spare.lock().expect("spare").take();
+        if let Some(spare) = spare {
+            spare.abort();
+            // A spare that was ready exits when its channel closes (the host is dropped).
+            let _ = spare.await;
+        }
         if let Some(current) = current {
-            current.begin_drain(self.inner.config.drain_timeout, BEGIN_DRAIN_TIMEOUT).await;
+            let config = &self.inner.config;
+            current
+                .host
+                .begin_drain(config.drain_timeout, config.stream_drain_timeout, BEGIN_DRAIN_TIMEOUT)
+                .await;
             self.retire(current);
         }
-        let mut retirements =
-            std::mem::take(&mut *self.inner.retirements.lock().expect("retirements"));
-        while retirements.join_next().await.is_some() {}
+        loop {
+            let next = {
+                let mut tasks = self.inner.tasks.lock().expect("tasks");
+                if tasks.is_empty() {
+                    break;
+                }
+                std::mem::take(&mut *tasks)
+            };
+            let mut next = next;
+            // Crash watchers of ended generations end by themselves; retirements end the rest.
+            while next.join_next().await.is_some() {}
+        }
         for entry in self.inner.history.lock().expect("history").drain(..) {
             self.inner.files.remove(&entry.file);
         }
@@ -667,7 +1194,7 @@ impl Engine {
             .map(|generation| (generation, GenerationState::Current))
             .chain(draining.iter().map(|generation| (generation, GenerationState::Draining)))
         {
-            let counters = &generation.counters;
+            let counters = generation.host.counters();
             generations.push(GenerationStatus {
                 generation: generation.number,
                 state,
@@ -675,14 +1202,32 @@ impl Engine {
                 in_flight: counters.in_flight.load(Ordering::Relaxed),
                 requests: counters.requests.load(Ordering::Relaxed),
                 age_ms: generation.loaded_at.elapsed().as_millis() as u64,
+                pid: generation.host.pid,
+                rss_bytes: generation.host.resident_bytes().unwrap_or(0),
+                streams: counters.streams.load(Ordering::Relaxed),
             });
         }
+        let snapshot =
+            self.inner.snapshot.lock().expect("snapshot").as_ref().and_then(|snapshot| {
+                snapshot.state.as_ref().map(|state| SnapshotStatus {
+                    generation: snapshot.generation,
+                    bytes: state.bytes,
+                    age_ms: snapshot.taken.elapsed().as_millis() as u64,
+                })
+            });
         EngineStatus {
             current_generation: current.as_ref().map(|generation| generation.number),
             generations,
-            unloaded_generations: self.inner.unloaded.load(Ordering::Relaxed),
-            leaked_generations: self.inner.leaked.load(Ordering::Relaxed),
-            leaked_bytes: self.inner.leaked_bytes.load(Ordering::Relaxed),
+            ended_generations: self.inner.ended.load(Ordering::Relaxed),
+            crashes: self.inner.crashes.load(Ordering::Relaxed),
+            last_crash: self
+                .inner
+                .last_crash
+                .lock()
+                .expect("last crash")
+                .as_ref()
+                .map(|(crash, at)| (crash.clone(), at.elapsed())),
+            snapshot,
         }
     }
 
@@ -692,25 +1237,26 @@ impl Engine {
     }
 }
 
-async fn wait_until_idle(generation: &Generation, deadline: tokio::time::Instant) {
-    let counters = &generation.counters;
-    loop {
-        let idle = counters.idle.notified();
-        tokio::pin!(idle);
-        idle.as_mut().enable();
-        if counters.is_idle() {
-            return;
+/// Lets something happen at most once per period.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    fn ready(&mut self, period: Duration) -> bool {
+        if self.last.is_some_and(|last| last.elapsed() < period) {
+            return false;
         }
-        if tokio::time::timeout_at(deadline, idle).await.is_err() {
-            return;
-        }
+        self.last = Some(Instant::now());
+        true
     }
 }
 
-/// Answers a connection with 503 while no generation is loaded: reads the request head (so the
-/// client sees the answer, not a reset), then writes the reason.
-async fn answer_unavailable(mut stream: tokio::net::TcpStream, reason: String) {
-    let mut head = Vec::new();
+/// Answers a connection with 503 while nothing serves: reads the request head (so the client
+/// sees the answer, not a reset), then writes the reason.
+async fn answer_unavailable(mut stream: tokio::net::TcpStream, unread: Vec<u8>, reason: String) {
+    let mut head = unread;
     let mut buffer = [0u8; 4096];
     let read_head = async {
         while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < 64 * 1024 {
@@ -736,4 +1282,16 @@ fn failure(generation: u64, stage: SwapStage, message: String) -> SwapFailure {
 
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+/// "0.4 s", "12 s", "3 min".
+fn age(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds < 10.0 {
+        format!("{seconds:.1} s")
+    } else if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else {
+        format!("{:.0} min", seconds / 60.0)
+    }
 }

@@ -93,6 +93,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `hotswap host` runs one generation for a daemon (it never returns); it is not a command
+    // for people, so it is not among the subcommands below.
+    hotswap_host::run_if_requested();
     let arguments = Arguments::parse();
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

@@ -91,8 +91,21 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let target_dir =
         config.target_dir().unwrap_or_else(|| default_target_dir(&packages.cargo_target_dir));
     let swap = &config.file.swap;
-    let mut engine_config = EngineConfig::new(target_dir.join("generations"));
+    let host = crate::engine::host_process::HostProgram {
+        // Generations run where the app's crate is, as under `cargo run`: relative paths
+        // (static files, templates, `.env`) mean the same.
+        working_directory: packages.handler_manifest.parent().map(std::path::Path::to_path_buf),
+        ..crate::engine::host_process::HostProgram::current_exe()
+            .context("cannot find the hotswap binary to run generations with")?
+    };
+    let mut engine_config = EngineConfig::with_host(target_dir.join("generations"), host);
     engine_config.drain_timeout = Duration::from_millis(swap.drain_timeout_ms);
+    engine_config.stream_drain_timeout = Duration::from_millis(swap.stream_drain_timeout_ms);
+    engine_config.snapshot_interval =
+        (swap.snapshot_interval_ms > 0).then(|| Duration::from_millis(swap.snapshot_interval_ms));
+    engine_config.max_connections = config.file.server.max_connections;
+    engine_config.first_byte_timeout = (config.file.server.first_byte_timeout_ms > 0)
+        .then(|| Duration::from_millis(config.file.server.first_byte_timeout_ms));
     engine_config.smoke_path = swap.smoke_path.clone();
     engine_config.state_policy = swap.state_on_import_failure;
     engine_config.init_timeout = Duration::from_millis(swap.init_timeout_ms);

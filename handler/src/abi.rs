@@ -1,8 +1,9 @@
-//! The C ABI between the hotswap daemon (the host) and a handler library.
+//! The C ABI between the hotswap host (the process that runs one generation) and a handler
+//! library.
 //!
 //! A handler library exports one symbol, [`ENTRY_SYMBOL`], an `extern "C" fn() -> *const
 //! HandlerHeader` returning a pointer to static data. The header starts with fields whose layout
-//! never changes (`magic`, `abi_version`, `header_size`), so any daemon can read them and refuse a
+//! never changes (`magic`, `abi_version`, `header_size`), so any host can read them and refuse a
 //! library it does not understand with a clear reason; a [`LAYOUT_HASH`] over every boundary
 //! struct catches the rest.
 //!
@@ -10,11 +11,12 @@
 //! cross. Whoever allocates a buffer frees it: buffers from the library go back through
 //! [`HandlerFunctions::free_buffer`].
 //!
-//! Threading contract (it is what lets the host really unload a library): the host calls every
-//! function of [`HandlerFunctions`] from one thread it creates for the generation (the
-//! *generation thread*) and nowhere else, except the entry symbol itself, which only returns a
-//! pointer. The library runs its code on that thread and on threads it starts itself and joins in
-//! `shutdown`. Host callbacks may be called from any of those threads.
+//! Threading contract: each generation runs in a process of its own, which loads one library
+//! and exits after `shutdown`. The host calls `init`, `start`, `serve_connection`, `begin_drain`
+//! and `shutdown` from one thread; `export_state` may run on another thread at the same time as
+//! `serve_connection` and `begin_drain` (a state snapshot is taken while requests are served),
+//! never at the same time as `init`, `start` or `shutdown`. Host callbacks may be called from
+//! any thread of the library.
 //!
 //! This module has no dependencies, so the daemon can use it without the SDK.
 
@@ -25,7 +27,7 @@ use core::mem::{align_of, offset_of, size_of};
 pub const MAGIC: [u8; 8] = *b"HOTSWAP\0";
 
 /// Bumped on any incompatible change to this module.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The exported symbol, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"hotswap_handler_entry\0";
@@ -55,7 +57,7 @@ pub mod status {
     /// `start`: the state could not be imported, the app started with fresh state (the message
     /// says why).
     pub const STARTED_FRESH: u32 = 3;
-    /// `shutdown`: threads of the library are still running, so it must not be unloaded.
+    /// `shutdown`: threads of the library were still running when it gave up waiting.
     pub const THREADS_LEFT: u32 = 4;
 }
 
@@ -77,6 +79,15 @@ pub mod request_outcome {
     pub const CUT: u32 = 2;
     /// The request was refused before the handler ran (e.g. body too large).
     pub const REFUSED: u32 = 3;
+}
+
+/// What [`HostCallbacks::response_started`] answers.
+pub mod response_permit {
+    /// Send the response.
+    pub const SEND: u32 = 1;
+    /// The host has already answered the request itself (it outlived the drain timeout while its
+    /// thread was blocked) and closed the connection: drop the response.
+    pub const ALREADY_ANSWERED: u32 = 0;
 }
 
 /// Log levels, for [`InitConfig::max_log_level`] and [`HostCallbacks::log`].
@@ -158,6 +169,8 @@ pub struct InitConfig {
     pub max_log_level: u32,
     /// Request bodies longer than this are refused with 413.
     pub max_body_bytes: u64,
+    /// A new connection that sends nothing for this long is closed (0: never).
+    pub first_byte_timeout_ms: u64,
 }
 
 /// What `init` hands back.
@@ -172,8 +185,21 @@ pub struct InitResult {
     pub message: OwnedBuffer,
 }
 
+/// A request as [`HostCallbacks::request_started`] sees it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo {
+    /// The connection's socket (still owned by the library): the host may write a 503 to it and
+    /// shut it down when the request outlives the drain timeout and its thread is blocked.
+    pub socket: i64,
+    /// The request method, UTF-8.
+    pub method: ByteSlice,
+    /// The path and query, UTF-8.
+    pub target: ByteSlice,
+}
+
 /// Functions the host provides. `context` is passed back to each; the host keeps it alive until
-/// `shutdown` returned.
+/// its process exits.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct HostCallbacks {
@@ -192,9 +218,24 @@ pub struct HostCallbacks {
     /// An HTTP connection handed over by `serve_connection` started or ended.
     pub connection_opened: unsafe extern "C" fn(context: *const c_void),
     pub connection_closed: unsafe extern "C" fn(context: *const c_void),
-    /// A request started, or ended with a [`request_outcome`].
-    pub request_started: unsafe extern "C" fn(context: *const c_void),
-    pub request_finished: unsafe extern "C" fn(context: *const c_void, outcome: u32),
+    /// A request started; returns a token for the calls below about the same request.
+    pub request_started:
+        unsafe extern "C" fn(context: *const c_void, request: *const RequestInfo) -> u64,
+    /// The calling thread starts (`polling` 1) or stops (`polling` 0) running the request's
+    /// handler: what a thread was running when it crashed names the request in the crash report.
+    pub request_polling: unsafe extern "C" fn(context: *const c_void, token: u64, polling: u32),
+    /// The handler returned its response, which is about to be sent. Returns a
+    /// [`response_permit`].
+    pub response_started: unsafe extern "C" fn(context: *const c_void, token: u64) -> u32,
+    /// The request ended with a [`request_outcome`]; the token is not used again.
+    pub request_finished: unsafe extern "C" fn(context: *const c_void, token: u64, outcome: u32),
+    /// A long-lived stream (an upgraded connection, a streamed response) opened or ended.
+    pub stream_opened: unsafe extern "C" fn(context: *const c_void),
+    pub stream_closed: unsafe extern "C" fn(context: *const c_void),
+    /// Called on each thread the library starts, first thing, and last thing before it ends (the
+    /// host prepares what it needs to report a crash on that thread, such as a stack overflow).
+    pub thread_started: unsafe extern "C" fn(context: *const c_void),
+    pub thread_stopped: unsafe extern "C" fn(context: *const c_void),
     /// Gives an open connection back to the host, at a request boundary, with the bytes already
     /// read from it but not yet processed: a draining generation hands its idle keep-alive
     /// connections back this way, and the host passes them to the current generation, so the
@@ -230,16 +271,18 @@ pub struct HandlerFunctions {
     /// socket has been closed.
     pub serve_connection:
         unsafe extern "C" fn(instance: *mut c_void, socket: i64, unread: ByteSlice) -> u32,
-    /// Stop keeping connections alive: finish the requests in flight (their responses say
-    /// `connection: close`) and give idle connections back with
-    /// [`HostCallbacks::return_connection`]. After `purge_after_ms`, requests still running are
-    /// answered 503 and their connections closed.
-    pub begin_drain: unsafe extern "C" fn(instance: *mut c_void, purge_after_ms: u64),
+    /// Stop keeping connections alive: finish the requests in flight and give each connection
+    /// back with [`HostCallbacks::return_connection`] at its next request boundary. After
+    /// `purge_after_ms`, requests still running are answered 503 and their connections closed;
+    /// after `streams_after_ms`, long-lived streams end cleanly (a WebSocket gets close code 1012,
+    /// a streamed response its last chunk).
+    pub begin_drain:
+        unsafe extern "C" fn(instance: *mut c_void, purge_after_ms: u64, streams_after_ms: u64),
     /// Serializes the app's state into `out` (left empty when the app keeps none). Returns a
     /// [`status`]; on failure `out` holds the message.
     pub export_state: unsafe extern "C" fn(instance: *mut c_void, out: *mut OwnedBuffer) -> u32,
     /// Drops the app, stops the runtime and joins its threads, waiting at most `timeout_ms`.
-    /// Frees the instance. Returns OK, THREADS_LEFT (the library must stay loaded) or PANICKED,
+    /// Frees the instance. Returns OK, THREADS_LEFT (some did not stop in time) or PANICKED,
     /// with a message for the last two.
     pub shutdown: unsafe extern "C" fn(
         instance: *mut c_void,
@@ -291,6 +334,7 @@ pub const LAYOUT_HASH: u64 = {
     hash = hash.u64(offset_of!(InitConfig, worker_threads) as u64);
     hash = hash.u64(offset_of!(InitConfig, max_log_level) as u64);
     hash = hash.u64(offset_of!(InitConfig, max_body_bytes) as u64);
+    hash = hash.u64(offset_of!(InitConfig, first_byte_timeout_ms) as u64);
     hash = hash.layout(size_of::<InitResult>(), align_of::<InitResult>());
     hash = hash.u64(offset_of!(InitResult, status) as u64);
     hash = hash
@@ -305,7 +349,17 @@ pub const LAYOUT_HASH: u64 = {
     hash = hash.u64(offset_of!(HostCallbacks, connection_closed) as u64);
     hash = hash.u64(offset_of!(HostCallbacks, request_started) as u64);
     hash = hash.u64(offset_of!(HostCallbacks, request_finished) as u64);
+    hash = hash.u64(offset_of!(HostCallbacks, request_polling) as u64);
+    hash = hash.u64(offset_of!(HostCallbacks, response_started) as u64);
+    hash = hash.u64(offset_of!(HostCallbacks, stream_opened) as u64);
+    hash = hash.u64(offset_of!(HostCallbacks, stream_closed) as u64);
+    hash = hash.u64(offset_of!(HostCallbacks, thread_started) as u64);
+    hash = hash.u64(offset_of!(HostCallbacks, thread_stopped) as u64);
     hash = hash.u64(offset_of!(HostCallbacks, return_connection) as u64);
+    hash = hash.layout(size_of::<RequestInfo>(), align_of::<RequestInfo>());
+    hash = hash.u64(offset_of!(RequestInfo, socket) as u64);
+    hash = hash.u64(offset_of!(RequestInfo, method) as u64);
+    hash = hash.u64(offset_of!(RequestInfo, target) as u64);
     hash = hash.layout(size_of::<HandlerFunctions>(), align_of::<HandlerFunctions>());
     hash = hash
         .u64(offset_of!(HandlerFunctions, init) as u64)
@@ -402,8 +456,8 @@ impl core::fmt::Display for HeaderMismatch {
             ),
             HeaderMismatch::PanicAbort => write!(
                 f,
-                "the library was built with panic = \"abort\", so one panicking request would kill \
-                 the daemon: set panic = \"unwind\" in the profile hotswap builds with"
+                "the library was built with panic = \"abort\", so one panicking request would end \
+                 its generation: set panic = \"unwind\" in the profile hotswap builds with"
             ),
             HeaderMismatch::Target { library, host } => {
                 write!(f, "the library was built for {library}, this daemon runs on {host}")

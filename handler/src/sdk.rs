@@ -1,6 +1,7 @@
 //! The SDK an app uses: the [`Handler`] trait and the types it speaks.
 
 mod body;
+mod connection_io;
 pub(crate) mod entry;
 mod http_service;
 mod instance;

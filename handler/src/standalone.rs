@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use crate::Handler;
 use crate::abi::{
-    ByteSlice, HandlerFunctions, HostCallbacks, InitConfig, InitResult, OwnedBuffer, log_level,
-    state_policy, status,
+    ByteSlice, HandlerFunctions, HostCallbacks, InitConfig, InitResult, OwnedBuffer, RequestInfo,
+    log_level, response_permit, state_policy, status,
 };
 
 /// How long purged connections get to write their 503s (the SDK's grace), plus a margin.
@@ -226,6 +226,7 @@ impl LinkedGeneration {
             worker_threads: options.worker_threads.max(1),
             max_log_level: options.max_log_level,
             max_body_bytes: options.max_body_bytes,
+            first_byte_timeout_ms: 0,
         };
         let mut result = InitResult {
             status: status::FAILED,
@@ -275,7 +276,7 @@ impl LinkedGeneration {
     fn drain(&self, drain_timeout: Duration, host: &StandaloneHost) {
         let purge_after_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX);
         // SAFETY: `instance` is live until `shutdown`.
-        unsafe { (self.functions.begin_drain)(self.instance, purge_after_ms) };
+        unsafe { (self.functions.begin_drain)(self.instance, purge_after_ms, purge_after_ms) };
         let deadline = Instant::now() + drain_timeout + PURGE_GRACE;
         while host.connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -332,7 +333,13 @@ fn host_callbacks(host: *const StandaloneHost) -> HostCallbacks {
         connection_opened: count_connection_opened,
         connection_closed: count_connection_closed,
         request_started: ignore_request_started,
+        request_polling: ignore_request_polling,
+        response_started: send_every_response,
         request_finished: ignore_request_finished,
+        stream_opened: ignore,
+        stream_closed: ignore,
+        thread_started: ignore,
+        thread_stopped: ignore,
         return_connection: close_returned_connection,
     }
 }
@@ -388,9 +395,23 @@ unsafe extern "C" fn count_connection_closed(context: *const c_void) {
     unsafe { host(context) }.connections.fetch_sub(1, Ordering::SeqCst);
 }
 
-unsafe extern "C" fn ignore_request_started(_context: *const c_void) {}
+unsafe extern "C" fn ignore_request_started(
+    _context: *const c_void,
+    _request: *const RequestInfo,
+) -> u64 {
+    0
+}
 
-unsafe extern "C" fn ignore_request_finished(_context: *const c_void, _outcome: u32) {}
+unsafe extern "C" fn ignore_request_polling(_context: *const c_void, _token: u64, _polling: u32) {}
+
+/// A standalone server never answers a request itself: the app's responses always go out.
+unsafe extern "C" fn send_every_response(_context: *const c_void, _token: u64) -> u32 {
+    response_permit::SEND
+}
+
+unsafe extern "C" fn ignore_request_finished(_context: *const c_void, _token: u64, _outcome: u32) {}
+
+unsafe extern "C" fn ignore(_context: *const c_void) {}
 
 /// A draining app gives idle connections back at a request boundary; with no next generation to
 /// pass them to, the host closes them.

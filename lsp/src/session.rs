@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hotswap_protocol::Endpoint;
 use hotswap_protocol::events::{
-    BuildFinished, BuildOutcome, BuildStarted, Event, LogLevel, RetireOutcome,
+    BuildFinished, BuildOutcome, BuildStarted, CrashRecovery, Event, LogLevel, RetireOutcome,
 };
 use hotswap_protocol::messages::{
     CancelBuild, CancelBuildResult, DidSave, DidSaveParams, DidSaveResult, NoParams, Reload,
@@ -152,7 +152,7 @@ enum TaskOutcome {
         result: Result<ReloadOutcome, DaemonError>,
     },
     StatusAnswered {
-        result: Result<StatusResult, DaemonError>,
+        result: Result<Box<StatusResult>, DaemonError>,
         reply: oneshot::Sender<CommandAnswer>,
     },
     CancelAnswered {
@@ -521,7 +521,8 @@ impl Session {
                         NoParams {},
                         Some(QUICK_REQUEST_TIMEOUT),
                     )
-                    .await;
+                    .await
+                    .map(Box::new);
                     TaskOutcome::StatusAnswered { result, reply }
                 });
             }
@@ -790,10 +791,16 @@ impl Session {
             }
             Event::GenerationRetired(event) => {
                 let kind = match event.outcome {
-                    RetireOutcome::Unloaded => MessageType::LOG,
-                    RetireOutcome::Leaked => MessageType::WARNING,
+                    RetireOutcome::Ended => MessageType::LOG,
+                    RetireOutcome::Killed => MessageType::WARNING,
                 };
                 self.log(kind, &user_messages::generation_retired(&event)).await;
+            }
+            Event::GenerationCrashed(event) => {
+                if event.recovery == CrashRecovery::None {
+                    self.serving_generation = None;
+                }
+                self.tell(MessageType::ERROR, &user_messages::generation_crashed(&event)).await;
             }
             Event::HandlerPanicked(event) => {
                 self.tell(MessageType::WARNING, &user_messages::handler_panicked(&event)).await;

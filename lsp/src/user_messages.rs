@@ -4,7 +4,8 @@ use std::path::Path;
 
 use hotswap_protocol::events::{
     BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Diagnostic,
-    GenerationRetired, HandlerPanicked, RetireOutcome, Severity, SwapFailed, SwapFinished,
+    GenerationCrashed, GenerationRetired, HandlerPanicked, RetireOutcome, Severity, SwapFailed,
+    SwapFinished,
 };
 use hotswap_protocol::messages::{DidSaveResult, ReloadOutcome, StatusResult};
 
@@ -196,7 +197,13 @@ pub(crate) fn build_failed(
 }
 
 pub(crate) fn swap_finished(event: &SwapFinished) -> String {
-    let mut text = if event.rollback {
+    let mut text = if let Some(crashed) = event.after_crash {
+        format!(
+            "hotswap: generation {} serves again after generation {crashed} crashed ({})",
+            event.generation,
+            if event.rollback { "the previous build" } else { "the same build" }
+        )
+    } else if event.rollback {
         format!("hotswap: rolled back; generation {} serves the previous code", event.generation)
     } else {
         format!("hotswap: generation {} serves the new code", event.generation)
@@ -237,28 +244,40 @@ pub(crate) fn swap_failed_progress(event: &SwapFailed) -> String {
 
 pub(crate) fn generation_retired(event: &GenerationRetired) -> String {
     match event.outcome {
-        RetireOutcome::Unloaded => format!(
-            "hotswap: generation {} unloaded after {}",
+        RetireOutcome::Ended => format!(
+            "hotswap: generation {} ended after draining {}",
             event.generation,
             duration_text(event.drain_ms)
         ),
-        RetireOutcome::Leaked => format!(
-            "hotswap: generation {} could not be unloaded and keeps {} KiB mapped{}",
+        RetireOutcome::Killed => format!(
+            "hotswap: generation {} was killed after draining {}{}",
             event.generation,
-            event.leaked_bytes / 1024,
+            duration_text(event.drain_ms),
             event.reason.as_ref().map(|reason| format!(" ({reason})")).unwrap_or_default()
         ),
     }
 }
 
+pub(crate) fn generation_crashed(event: &GenerationCrashed) -> String {
+    let mut text = format!("hotswap: {}", event.message);
+    if let Some(line) = event.last_words.last()
+        && !event.message.contains(line.as_str())
+    {
+        text.push_str(&format!(" (last words: {line})"));
+    }
+    text
+}
+
 pub(crate) fn handler_panicked(event: &HandlerPanicked) -> String {
+    let request =
+        event.request.as_ref().map(|request| format!(" answering {request}")).unwrap_or_default();
     match &event.location {
         Some(location) => format!(
-            "hotswap: a request handler of generation {} panicked at {location}: {} (the request got a 500)",
+            "hotswap: a request handler of generation {}{request} panicked at {location}: {} (the request got a 500)",
             event.generation, event.message
         ),
         None => format!(
-            "hotswap: a request handler of generation {} panicked: {} (the request got a 500)",
+            "hotswap: a request handler of generation {}{request} panicked: {} (the request got a 500)",
             event.generation, event.message
         ),
     }
@@ -309,10 +328,17 @@ pub(crate) fn status_summary(status: &StatusResult) -> String {
         };
         text.push_str(&format!("; last build {outcome} in {}", duration_text(last.duration_ms)));
     }
-    if status.leaked_generations > 0 {
+    if let Some(refused) = &status.refused_swap {
         text.push_str(&format!(
-            "; {} generations could not be unloaded",
-            status.leaked_generations
+            "; the last swap was refused at the {} stage ({}): the code on disk is not what serves",
+            refused.stage, refused.message
+        ));
+    }
+    if let Some(crash) = &status.last_crash {
+        text.push_str(&format!(
+            "; last crash {} ago: {}",
+            duration_text(crash.ago_ms as f64),
+            crash.crash.message
         ));
     }
     text
@@ -368,6 +394,7 @@ mod tests {
     #[test]
     fn swaps_say_which_generation_serves_and_how_long_it_took() {
         let event = SwapFinished {
+            after_crash: None,
             generation: 4,
             previous_generation: Some(3),
             rollback: false,

@@ -22,8 +22,11 @@ pub enum Event {
     SwapFinished(SwapFinished),
     /// A new generation was refused at `stage`; the current one keeps serving.
     SwapFailed(SwapFailed),
-    /// An old generation finished draining and was unloaded, or could not be.
+    /// An old generation finished draining and its process ended.
     GenerationRetired(GenerationRetired),
+    /// A generation's process died (a crash in handler code, or killed from outside); says how,
+    /// and what the daemon does about it.
+    GenerationCrashed(GenerationCrashed),
     /// A handler panicked while answering a request (the request got a 500).
     HandlerPanicked(HandlerPanicked),
     /// A log record from the daemon or from handler code (`tracing` in the handler).
@@ -39,6 +42,7 @@ impl Event {
         "swapFinished",
         "swapFailed",
         "generationRetired",
+        "generationCrashed",
         "handlerPanicked",
         "log",
     ];
@@ -52,6 +56,7 @@ impl Event {
             Event::SwapFinished(_) => "swapFinished",
             Event::SwapFailed(_) => "swapFailed",
             Event::GenerationRetired(_) => "generationRetired",
+            Event::GenerationCrashed(_) => "generationCrashed",
             Event::HandlerPanicked(_) => "handlerPanicked",
             Event::Log(_) => "log",
         }
@@ -173,6 +178,9 @@ pub struct SwapFinished {
     /// True when this generation re-loaded an earlier artifact (`rollback`).
     #[serde(default)]
     pub rollback: bool,
+    /// Set when this generation replaces one that crashed: that generation's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_crash: Option<u64>,
     /// From the artifact to the new generation serving.
     pub swap_ms: f64,
     /// From the save (or request) that caused it to the new generation serving.
@@ -253,7 +261,7 @@ impl std::fmt::Display for SwapStage {
 pub enum GenerationState {
     /// New connections go here.
     Current,
-    /// Replaced; finishing its requests before it is unloaded.
+    /// Replaced; finishing its requests before its process ends.
     Draining,
 }
 
@@ -262,13 +270,10 @@ pub enum GenerationState {
 pub struct GenerationRetired {
     pub generation: u64,
     pub outcome: RetireOutcome,
-    /// Bytes still mapped from the library when it leaked (0 when unloaded).
-    #[serde(default)]
-    pub leaked_bytes: u64,
-    /// Why it leaked, when it did.
+    /// What did not stop in time, when its process had to be killed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// From the swap that replaced it to its unloading.
+    /// From the swap that replaced it to the end of its process.
     pub drain_ms: f64,
     /// Requests still running at the drain timeout, answered 503.
     #[serde(default)]
@@ -278,10 +283,53 @@ pub struct GenerationRetired {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RetireOutcome {
-    /// Shut down, `dlclose`d, and no longer in the process's memory map.
-    Unloaded,
-    /// Still mapped after shutdown: its memory stays until the daemon restarts.
-    Leaked,
+    /// The app stopped and the process exited; everything it held is returned.
+    Ended,
+    /// Something in it did not stop (a thread that never returns): the process was killed.
+    /// Everything it held is returned all the same.
+    Killed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationCrashed {
+    pub generation: u64,
+    /// The process that died.
+    pub pid: u32,
+    /// What happened, in one line: "stack overflow in thread 'hotswap-g3' (killed by SIGSEGV
+    /// (invalid memory access))".
+    pub cause: String,
+    /// The signal that killed it, with what it usually means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The last lines it wrote to stderr (Rust's runtime says why there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_words: Vec<String>,
+    /// The request the crashing thread was running, as `METHOD /path`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    pub recovery: CrashRecovery,
+    /// The whole story for a notification: what crashed, how, and what serves now.
+    pub message: String,
+}
+
+/// What the daemon does after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum CrashRecovery {
+    /// The same build starts again in a new process, from the last state snapshot.
+    Restart {
+        /// How old that snapshot is (absent: the app keeps no state).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot_age_ms: Option<u64>,
+    },
+    /// The build crashed during start-up or again and again: the build that served before it
+    /// (generation `generation`'s) serves again.
+    PreviousBuild { generation: u64 },
+    /// Nothing can serve: HTTP answers 503 with the reason until the next save.
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,6 +340,9 @@ pub struct HandlerPanicked {
     /// `file:line:column` of the panic, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The request whose handler panicked, as `METHOD /path`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

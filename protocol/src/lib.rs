@@ -7,12 +7,15 @@
 //! - [`events`]: the notifications the daemon sends to subscribers.
 //! - [`endpoint`]: which socket belongs to which workspace.
 //! - [`transport`] and [`client`]: opening that socket and talking over it.
+//! - [`control`]: the channel between the daemon and each generation's host process (not for
+//!   editor clients: daemon and host are the same binary).
 //!
 //! `protocol/README.md` documents every message for authors of clients in other languages, and
 //! `protocol/vectors/` pins the encoding with examples that both the Rust and the TypeScript
 //! implementations check.
 
 pub mod client;
+pub mod control;
 pub mod endpoint;
 pub mod events;
 pub mod framing;

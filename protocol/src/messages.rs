@@ -223,11 +223,54 @@ pub struct StatusResult {
     pub last_build: Option<LastBuild>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_swap: Option<LastSwap>,
-    /// Generations unloaded and unmapped so far.
-    pub unloaded_generations: u64,
-    /// Generations whose code could not be unmapped, and the bytes they keep mapped.
-    pub leaked_generations: u64,
-    pub leaked_bytes: u64,
+    /// Set while the code on disk is not what serves: the last swap was refused, and none
+    /// succeeded since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_swap: Option<RefusedSwap>,
+    /// The last crash of a generation, while it is the latest news.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_crash: Option<LastCrash>,
+    /// The state the daemon keeps for a crash or a restart, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotStatus>,
+    /// Generations whose process ended after draining, so far.
+    pub ended_generations: u64,
+    /// Generations that crashed, so far.
+    #[serde(default)]
+    pub crashes: u64,
+}
+
+/// A swap that was refused: the generation that keeps serving, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedSwap {
+    /// The generation number the refused attempt would have had.
+    pub generation: u64,
+    /// The build it came from, when a build made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<u64>,
+    pub stage: SwapStage,
+    pub message: String,
+    /// The generation that keeps serving (none: nothing serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<u64>,
+    pub ago_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastCrash {
+    pub crash: crate::events::GenerationCrashed,
+    pub ago_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    /// The generation that exported it.
+    pub generation: u64,
+    pub bytes: u64,
+    pub age_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +285,15 @@ pub struct GenerationStatus {
     /// Requests answered by this generation so far.
     pub requests: u64,
     pub age_ms: u64,
+    /// Its host process.
+    #[serde(default)]
+    pub pid: u32,
+    /// Resident memory of its process.
+    #[serde(default)]
+    pub rss_bytes: u64,
+    /// Open long-lived streams (WebSockets, streamed responses).
+    #[serde(default)]
+    pub streams: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

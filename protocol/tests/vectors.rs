@@ -158,3 +158,38 @@ fn endpoint_vectors_derive_the_same_names() {
         assert_eq!(windows_pipe_name(&root), vector["windowsPipe"].as_str().unwrap(), "{root:?}");
     }
 }
+
+#[test]
+fn control_vectors_decode_and_encode_back() {
+    use hotswap_protocol::control::{Frame, HostCommand, HostReport, decode_frame, encode_frame};
+    let mut commands = std::collections::BTreeSet::new();
+    let mut reports = std::collections::BTreeSet::new();
+    for vector in vectors("control.jsonl") {
+        let name = vector["name"].as_str().unwrap();
+        let message = &vector["message"];
+        let descriptors = vector.get("descriptors").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let mut wire = Vec::new();
+        encode_frame(message, b"", &mut wire);
+        let frame: Frame =
+            decode_frame(&mut bytes::BytesMut::from(&wire[..])).unwrap().expect("a whole frame");
+        match vector["from"].as_str().unwrap() {
+            "daemon" => {
+                let command: HostCommand =
+                    frame.message().unwrap_or_else(|error| panic!("{name}: {error}"));
+                assert_eq!(command.descriptors(), descriptors, "{name}: descriptors");
+                assert_eq!(serde_json::to_value(&command).unwrap(), *message, "{name}: encoding");
+                commands.insert(message["command"].as_str().unwrap().to_owned());
+            }
+            "host" => {
+                let report: HostReport =
+                    frame.message().unwrap_or_else(|error| panic!("{name}: {error}"));
+                assert_eq!(report.descriptors(), descriptors, "{name}: descriptors");
+                assert_eq!(serde_json::to_value(&report).unwrap(), *message, "{name}: encoding");
+                reports.insert(message["report"].as_str().unwrap().to_owned());
+            }
+            other => panic!("{name}: unknown sender {other}"),
+        }
+    }
+    assert_eq!(commands.len(), 6, "every command has a vector: {commands:?}");
+    assert_eq!(reports.len(), 14, "every report has a vector: {reports:?}");
+}

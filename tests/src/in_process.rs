@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hotswap_daemon::engine::events::EventSink;
+use hotswap_daemon::engine::host_process::HostProgram;
 use hotswap_daemon::engine::{Engine, EngineConfig, SwapFailure, SwapReport};
 use hotswap_protocol::events::Event;
 use tokio::sync::mpsc;
@@ -25,7 +26,8 @@ impl InProcessEngine {
     /// Starts an engine with a 2 s drain timeout, changed by `configure`.
     pub async fn start(configure: impl FnOnce(&mut EngineConfig)) -> InProcessEngine {
         let generations = tempfile::tempdir().unwrap();
-        let mut config = EngineConfig::new(generations.path().to_path_buf());
+        let host = HostProgram::new(crate::binaries::binary("hotswap"));
+        let mut config = EngineConfig::with_host(generations.path().to_path_buf(), host);
         config.drain_timeout = Duration::from_secs(2);
         configure(&mut config);
         let (sink, events) = EventSink::channel(1_000_000);
@@ -104,9 +106,9 @@ impl InProcessEngine {
     }
 }
 
-/// Paths of library files from `directory` that this process has mapped now.
-pub fn mapped_files_under(directory: &Path) -> Vec<String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+/// Paths of files under `directory` that process `pid` has mapped now (empty when it is gone).
+pub fn mapped_files_under(pid: u32, directory: &Path) -> Vec<String> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
     let prefix = directory.to_string_lossy().into_owned();
     let mut files: Vec<String> = maps
         .lines()
@@ -117,4 +119,49 @@ pub fn mapped_files_under(directory: &Path) -> Vec<String> {
     files.sort();
     files.dedup();
     files
+}
+
+/// The host processes this process started that still live: the generations and the spare.
+pub fn host_processes() -> Vec<u32> {
+    children_of(std::process::id())
+        .into_iter()
+        .filter(|(_, command)| command.ends_with(" host"))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The live (not zombie) children of `parent`, with their command lines.
+pub fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut children = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return children };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or_default();
+        let ppid = fields.next().and_then(|ppid| ppid.parse::<u32>().ok());
+        if ppid != Some(parent) || state == "Z" {
+            continue;
+        }
+        let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " ").trim().to_owned())
+            .unwrap_or_default();
+        children.push((pid, command));
+    }
+    children
+}
+
+/// Resident memory of process `pid`, in KiB (0 when it is gone).
+pub fn resident_kib(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
+    status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
 }

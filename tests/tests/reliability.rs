@@ -11,7 +11,7 @@ use hotswap_daemon::engine::StatePolicy;
 use hotswap_protocol::events::{Event, RetireOutcome, SwapStage};
 use hotswap_tests::artifacts::fixture_library;
 use hotswap_tests::http::{HttpConnection, HttpResponse, get, request};
-use hotswap_tests::in_process::{InProcessEngine, mapped_files_under};
+use hotswap_tests::in_process::{InProcessEngine, host_processes, mapped_files_under};
 use hotswap_tests::load::{CurrentGeneration, ResponseCheck, run_checked_load};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -122,19 +122,19 @@ async fn forty_eight_connections_across_200_swaps_get_only_right_answers() {
         report.generations_seen.len()
     );
 
-    // Every replaced generation is unloaded, none leaked, and the state is intact.
-    let mut unloaded = 0;
-    while unloaded < swaps {
+    // Every replaced generation's process ends by itself, and the state is intact.
+    let mut ended = 0;
+    while ended < swaps {
         let event = running
             .wait_for_event(EVENT_TIMEOUT, |event| matches!(event, Event::GenerationRetired(_)))
             .await;
         let Event::GenerationRetired(retired) = event else { unreachable!() };
-        assert_eq!(retired.outcome, RetireOutcome::Unloaded, "{retired:?}");
+        assert_eq!(retired.outcome, RetireOutcome::Ended, "{retired:?}");
         assert_eq!(retired.requests_cut, 0, "no request was cut: {retired:?}");
-        unloaded += 1;
+        ended += 1;
     }
     let status = running.engine.status();
-    assert_eq!((status.unloaded_generations, status.leaked_generations), (200, 0));
+    assert_eq!((status.ended_generations, status.crashes), (200, 0));
     let counter = get(running.address, "/counter").await.unwrap();
     assert_eq!((counter.body.as_str(), counter.generation()), ("5\n", Some(201)));
     running.stop().await;
@@ -155,19 +155,20 @@ async fn a_library_with_an_undefined_symbol_is_refused_at_load() {
         failure.message
     );
     assert_first_build_serves(&running, 1, "an undefined symbol").await;
+    let pid = running.engine.status().generations[0].pid;
     assert_eq!(
-        mapped_files_under(running.generations_dir()).len(),
+        mapped_files_under(pid, running.generations_dir()).len(),
         1,
-        "only generation 1 is mapped: the refused library is not left behind"
+        "generation 1 maps its own library only"
     );
     running.stop().await;
 }
 
-/// Byte offset of the library's ABI header: its magic `HOTSWAP\0`, then ABI version 1 (see
+/// Byte offset of the library's ABI header: its magic `HOTSWAP\0`, then ABI version 2 (see
 /// `handler/src/abi.rs`).
 fn header_offset(bytes: &[u8]) -> usize {
     let mut needle = b"HOTSWAP\0".to_vec();
-    needle.extend_from_slice(&1u32.to_le_bytes());
+    needle.extend_from_slice(&2u32.to_le_bytes());
     bytes
         .windows(needle.len())
         .position(|window| window == needle.as_slice())
@@ -248,20 +249,20 @@ async fn truncated_and_corrupt_libraries_are_refused() {
         assert!(!failure.message.is_empty(), "{what}: the refusal says why");
         assert_first_build_serves(&running, 1, &what).await;
     }
-    assert_eq!(
-        mapped_files_under(running.generations_dir()).len(),
-        1,
-        "only generation 1 is mapped"
-    );
-    assert_eq!(running.engine.status().leaked_generations, 0);
+    // Every refused library's host process ends: generation 1 and the spare are left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_processes().len() > 2 {
+        assert!(Instant::now() < deadline, "refused hosts live on: {:?}", host_processes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_start_times_out_and_the_leaked_generation_is_reported() {
+async fn a_hanging_start_times_out_and_its_process_is_ended() {
     let hanging = fixture_library(&["hang-in-new"]);
     let init_timeout = Duration::from_secs(1);
-    let mut running = InProcessEngine::start(|config| {
+    let running = InProcessEngine::start(|config| {
         config.smoke_path = Some("/health".into());
         config.init_timeout = init_timeout;
     })
@@ -292,18 +293,12 @@ async fn a_hanging_start_times_out_and_the_leaked_generation_is_reported() {
     println!("the hanging start was refused after {:?}", started.elapsed());
     assert_first_build_serves(&running, 1, "after a hanging start").await;
 
-    // The generation thread is stuck in library code, so the library stays mapped: that must be
-    // reported, in an event and in the status, not kept silent.
-    let event = running
-        .wait_for_event(EVENT_TIMEOUT, |event| matches!(event, Event::GenerationRetired(_)))
-        .await;
-    let Event::GenerationRetired(retired) = event else { unreachable!() };
-    assert_eq!((retired.generation, retired.outcome), (2, RetireOutcome::Leaked), "{retired:?}");
-    assert!(retired.leaked_bytes > 0, "{retired:?}");
-    assert!(retired.reason.as_deref().is_some_and(|reason| !reason.is_empty()), "{retired:?}");
-    let status = running.engine.status();
-    assert_eq!(status.leaked_generations, 1);
-    assert_eq!(status.leaked_bytes, retired.leaked_bytes);
+    // The stuck generation's process is ended: only generation 1 and the spare host are left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_processes().len() > 2 {
+        assert!(Instant::now() < deadline, "the stuck host lives on: {:?}", host_processes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // And the engine goes on swapping.
     assert_eq!(running.swap(&fixture_library(&["second"])).await, 3);
@@ -350,7 +345,7 @@ async fn a_request_that_never_finishes_gets_503_at_the_drain_timeout_and_nothing
     let Event::GenerationRetired(retired) = event else { unreachable!() };
     assert_eq!(
         (retired.generation, retired.outcome, retired.requests_cut),
-        (1, RetireOutcome::Unloaded, 1),
+        (1, RetireOutcome::Ended, 1),
         "{retired:?}"
     );
     println!("{others} other requests answered while the hanging one waited for its 503");
@@ -402,13 +397,14 @@ async fn state_that_cannot_be_imported_starts_fresh_or_refuses_the_swap_as_confi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generation_that_cannot_be_unloaded_is_reported_as_leaked() {
-    let mut running =
-        InProcessEngine::start(|config| config.drain_timeout = Duration::from_millis(500)).await;
+async fn a_request_blocking_its_thread_gets_503_at_the_drain_timeout_and_its_process_ends() {
+    let drain_timeout = Duration::from_millis(1000);
+    let mut running = InProcessEngine::start(|config| config.drain_timeout = drain_timeout).await;
     running.swap(&fixture_library(&[])).await;
-    // A request that blocks its runtime thread forever: neither the purge nor the shutdown can
-    // stop it, so the library must stay mapped.
-    let blocked = tokio::spawn(get(running.address, "/block"));
+    let old_pid = running.engine.status().generations[0].pid;
+    // A request that blocks its runtime thread (the SDK's own purge never runs for it): the
+    // host answers it, and ending the process ends the thread.
+    let blocked = tokio::spawn(get(running.address, "/sleep?ms=60000"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while running.engine.status().generations.first().map(|generation| generation.in_flight)
         != Some(1)
@@ -416,27 +412,27 @@ async fn a_generation_that_cannot_be_unloaded_is_reported_as_leaked() {
         assert!(Instant::now() < deadline, "the blocking request did not start");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let swapped_at = Instant::now();
     assert_eq!(running.swap(&fixture_library(&["second"])).await, 2);
+    let blocked = blocked.await.unwrap().unwrap();
+    let answered_after = swapped_at.elapsed();
+    assert_eq!((blocked.status, blocked.generation()), (503, Some(1)), "{blocked:?}");
+    assert!(blocked.body.contains("drain timeout"), "{}", blocked.body);
+    assert!(
+        answered_after >= drain_timeout && answered_after < drain_timeout + Duration::from_secs(2),
+        "the blocked request got its 503 {answered_after:?} after the swap"
+    );
     let event = running
         .wait_for_event(EVENT_TIMEOUT, |event| matches!(event, Event::GenerationRetired(_)))
         .await;
     let Event::GenerationRetired(retired) = event else { unreachable!() };
-    assert_eq!((retired.generation, retired.outcome), (1, RetireOutcome::Leaked), "{retired:?}");
-    assert!(retired.leaked_bytes > 0, "{retired:?}");
-    let reason = retired.reason.clone().unwrap_or_default();
-    assert!(reason.contains("still running"), "the reason says why: {reason}");
-    let status = running.engine.status();
-    assert_eq!(
-        (status.leaked_generations, status.leaked_bytes, status.unloaded_generations),
-        (1, retired.leaked_bytes, 0)
-    );
+    assert_eq!((retired.generation, retired.requests_cut), (1, 1), "{retired:?}");
     assert!(
-        mapped_files_under(running.generations_dir()).len() == 2,
-        "the leaked library really is still mapped"
+        !std::path::Path::new(&format!("/proc/{old_pid}")).exists(),
+        "the blocked generation's process is gone"
     );
     let response = get(running.address, "/").await.unwrap();
     assert_eq!((response.status, response.body.as_str()), (200, "second build\n"));
-    blocked.abort();
     running.stop().await;
 }
 
@@ -497,8 +493,7 @@ async fn bodies_over_the_limit_get_413_and_the_connection_and_server_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_generation_never_shares_its_library_with_a_new_one() {
-    // Every generation must load a file of its own: `dlopen` of an inode that is still loaded
-    // returns the loaded library (one copy of the code and statics for two generations). Here
+    // Every generation must load a file of its own, which no build can change under it. Here
     // generation 1 keeps draining (a request that never ends) while the rollback history (depth
     // 1) forgets its file and the same artifact is swapped in again.
     let (first, second) = (fixture_library(&[]), fixture_library(&["second"]));
@@ -518,10 +513,11 @@ async fn a_draining_generation_never_shares_its_library_with_a_new_one() {
     }
     for (library, generation) in [(&second, 2), (&first, 3), (&second, 4), (&first, 5)] {
         assert_eq!(running.swap(library).await, generation);
-        let mapped = mapped_files_under(running.generations_dir());
+        let pid = running.engine.status().generations[0].pid;
+        let mapped = mapped_files_under(pid, running.generations_dir());
         assert!(
-            mapped.iter().any(|path| path.contains(&format!("-g{generation}-"))),
-            "generation {generation} must map a file of its own, not share a loaded one: {mapped:?}"
+            mapped.len() == 1 && mapped[0].contains(&format!("-g{generation}-")),
+            "generation {generation} must map a file of its own: {mapped:?}"
         );
     }
     let response = get(running.address, "/").await.unwrap();
@@ -539,8 +535,8 @@ async fn a_draining_generation_never_shares_its_library_with_a_new_one() {
     retired.sort_by_key(|(generation, _)| *generation);
     assert_eq!(
         retired,
-        [1, 2, 3, 4].map(|generation| (generation, RetireOutcome::Unloaded)),
-        "every replaced generation is unloaded, none leaked"
+        [1, 2, 3, 4].map(|generation| (generation, RetireOutcome::Ended)),
+        "every replaced generation ends"
     );
     running.stop().await;
 }

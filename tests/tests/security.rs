@@ -281,9 +281,14 @@ async fn no_message_makes_the_daemon_run_a_command_or_load_a_library_it_names() 
             assert_eq!(answer["result"]["outcome"], "unchanged", "{answer}");
         }
     }
-    // Every load the daemon made is of its own build's artifact, never a named file.
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", daemon.pid())).unwrap();
-    assert!(!maps.contains("libbait"), "the daemon mapped a library a message named");
+    // Every load the daemon and its generations made is of its own build's artifact, never a
+    // named file.
+    let mut processes = vec![daemon.pid()];
+    processes.extend(daemon.status().await.generations.iter().map(|generation| generation.pid));
+    for pid in processes {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        assert!(!maps.contains("libbait"), "process {pid} mapped a library a message named");
+    }
     assert!(!marker.exists(), "a command named in a message ran");
     let response = get(daemon.address(), "/").await.unwrap();
     assert_eq!(response.body, "hello from hotswap\n", "the app's own code serves");

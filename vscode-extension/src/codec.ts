@@ -54,6 +54,11 @@ export const unsigned = primitive(
   "a non-negative integer",
   (value): value is number => typeof value === "number" && Number.isSafeInteger(value) && value >= 0,
 );
+/** A whole number, negative ones too (`i32`/`i64` on the Rust side). */
+export const integer = primitive(
+  "an integer",
+  (value): value is number => typeof value === "number" && Number.isSafeInteger(value),
+);
 /** Any JSON value, kept as it is. */
 export const json = primitive("any JSON value", (value): value is unknown => value !== undefined);
 

@@ -111,8 +111,11 @@ export function summarizeStatus(status: StatusResult): string {
   if (status.lastBuild !== undefined) {
     parts.push(`last build ${status.lastBuild.outcome} in ${formatDuration(status.lastBuild.durationMs)}`);
   }
-  if (status.leakedGenerations > 0) {
-    parts.push(`${status.leakedGenerations} leaked generations (${Math.round(status.leakedBytes / 1024)} KiB)`);
+  if (status.refusedSwap !== undefined) {
+    parts.push(`the last swap was refused at the ${status.refusedSwap.stage} stage: ${status.refusedSwap.message}`);
+  }
+  if (status.lastCrash !== undefined) {
+    parts.push(`last crash ${formatDuration(status.lastCrash.agoMs)} ago: ${status.lastCrash.crash.message}`);
   }
   return parts.join(" · ");
 }

@@ -10,6 +10,7 @@ import {
   array,
   boolean,
   defaulted,
+  integer,
   isPlainObject,
   number,
   object,
@@ -150,6 +151,24 @@ const reloadOutcome = tagged("outcome", {
   },
 });
 
+const crashRecovery = tagged("kind", {
+  restart: { snapshotAgeMs: optional(unsigned) },
+  previousBuild: { generation: required(unsigned) },
+  none: {},
+});
+
+const generationCrashed = object({
+  generation: required(unsigned),
+  pid: required(unsigned),
+  cause: required(string),
+  signal: optional(string),
+  exitCode: optional(integer),
+  lastWords: omittedWhenEmpty(array(string)),
+  request: optional(string),
+  recovery: required(crashRecovery),
+  message: required(string),
+});
+
 const statusResult = object({
   daemonVersion: required(string),
   pid: required(unsigned),
@@ -168,6 +187,9 @@ const statusResult = object({
         inFlight: required(unsigned),
         requests: required(unsigned),
         ageMs: required(unsigned),
+        pid: defaulted(unsigned, () => 0),
+        rssBytes: defaulted(unsigned, () => 0),
+        streams: defaulted(unsigned, () => 0),
       }),
     ),
   ),
@@ -191,9 +213,31 @@ const statusResult = object({
       agoMs: required(unsigned),
     }),
   ),
-  unloadedGenerations: required(unsigned),
-  leakedGenerations: required(unsigned),
-  leakedBytes: required(unsigned),
+  refusedSwap: optional(
+    object({
+      generation: required(unsigned),
+      build: optional(unsigned),
+      stage: required(swapStage),
+      message: required(string),
+      serving: optional(unsigned),
+      agoMs: required(unsigned),
+    }),
+  ),
+  lastCrash: optional(
+    object({
+      crash: required(generationCrashed),
+      agoMs: required(unsigned),
+    }),
+  ),
+  snapshot: optional(
+    object({
+      generation: required(unsigned),
+      bytes: required(unsigned),
+      ageMs: required(unsigned),
+    }),
+  ),
+  endedGenerations: required(unsigned),
+  crashes: defaulted(unsigned, () => 0),
 });
 
 /** Every request method with the codecs of its params and result, in protocol order. */
@@ -246,6 +290,7 @@ const events = {
     generation: required(unsigned),
     previousGeneration: optional(unsigned),
     rollback: defaulted(boolean, () => false),
+    afterCrash: optional(unsigned),
     swapMs: required(number),
     totalMs: optional(number),
     buildMs: optional(number),
@@ -259,16 +304,17 @@ const events = {
   }),
   generationRetired: object({
     generation: required(unsigned),
-    outcome: required(oneOf(["unloaded", "leaked"])),
-    leakedBytes: defaulted(unsigned, () => 0),
+    outcome: required(oneOf(["ended", "killed"])),
     reason: optional(string),
     drainMs: required(number),
     requestsCut: defaulted(unsigned, () => 0),
   }),
+  generationCrashed,
   handlerPanicked: object({
     generation: required(unsigned),
     message: required(string),
     location: optional(string),
+    request: optional(string),
   }),
   log: object({
     level: required(oneOf(["error", "warn", "info", "debug", "trace"])),

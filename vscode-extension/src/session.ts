@@ -155,10 +155,9 @@ export class AppSession implements vscode.Disposable {
   private async learnWhetherBuilding(): Promise<void> {
     try {
       const status = await this.connection.request("status", {});
-      if (status.building) {
-        this.status.buildRunning();
-        this.host.statusChanged(this);
-      }
+      if (status.building) this.status.buildRunning();
+      if (status.refusedSwap !== undefined) this.status.refused(status.refusedSwap.stage, status.refusedSwap.message);
+      this.host.statusChanged(this);
     } catch (error) {
       this.host.log.debug(`[${this.name}] status after connecting failed: ${(error as Error).message}`);
     }
@@ -188,6 +187,9 @@ export class AppSession implements vscode.Disposable {
         this.notifyFailure(
           `hotswap: generation ${event.params.generation} was refused at stage "${event.params.stage}": ${event.params.message}`,
         );
+        break;
+      case "generationCrashed":
+        this.notifyFailure(`hotswap: ${event.params.message}`);
         break;
       default:
         break;
@@ -231,7 +233,12 @@ export class AppSession implements vscode.Disposable {
       }
       case "swapFinished": {
         const swap = event.params;
-        const what = swap.rollback ? "rolled back to an earlier artifact as generation" : "swapped in generation";
+        const what =
+          swap.afterCrash !== undefined
+            ? `after generation ${swap.afterCrash} crashed, ${swap.rollback ? "the previous build" : "the same build"} serves again as generation`
+            : swap.rollback
+              ? "rolled back to an earlier artifact as generation"
+              : "swapped in generation";
         const total = swap.totalMs === undefined ? "" : `, ${formatDuration(swap.totalMs)} from save to serving`;
         log.info(`${prefix} ${what} ${swap.generation} in ${formatDuration(swap.swapMs)}${total} (${describeStages(swap.stages)})`);
         for (const warning of swap.warnings) log.warn(`${prefix} ${warning}`);
@@ -242,19 +249,27 @@ export class AppSession implements vscode.Disposable {
         return;
       case "generationRetired": {
         const retired = event.params;
-        if (retired.outcome === "unloaded") {
-          log.info(`${prefix} generation ${retired.generation} unloaded after draining for ${formatDuration(retired.drainMs)}`);
+        const reason = retired.reason === undefined ? "" : `: ${retired.reason}`;
+        if (retired.outcome === "ended") {
+          log.info(`${prefix} generation ${retired.generation} ended after draining for ${formatDuration(retired.drainMs)}${reason}`);
         } else {
-          log.warn(
-            `${prefix} generation ${retired.generation} leaked ${retired.leakedBytes} bytes${retired.reason === undefined ? "" : `: ${retired.reason}`}`,
-          );
+          log.warn(`${prefix} generation ${retired.generation} was killed after draining for ${formatDuration(retired.drainMs)}${reason}`);
         }
         if (retired.requestsCut > 0) log.warn(`${prefix} ${retired.requestsCut} requests were cut at the drain timeout`);
         return;
       }
+      case "generationCrashed": {
+        const crash = event.params;
+        log.error(`${prefix} ${crash.message}`);
+        for (const line of crash.lastWords) log.error(`${prefix}   | ${line}`);
+        return;
+      }
       case "handlerPanicked": {
         const panic = event.params;
-        log.error(`${prefix} handler of generation ${panic.generation} panicked${panic.location === undefined ? "" : ` at ${panic.location}`}: ${panic.message}`);
+        const request = panic.request === undefined ? "" : ` answering ${panic.request}`;
+        log.error(
+          `${prefix} handler of generation ${panic.generation}${request} panicked${panic.location === undefined ? "" : ` at ${panic.location}`}: ${panic.message}`,
+        );
         return;
       }
       case "log": {

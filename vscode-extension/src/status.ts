@@ -23,7 +23,8 @@ type Phase =
   | { kind: "swapped"; swap: EventParams<"swapFinished"> }
   | { kind: "unchanged" }
   | { kind: "buildFailed"; errors: number; firstError?: string }
-  | { kind: "swapFailed"; stage: SwapStage; message: string };
+  | { kind: "swapFailed"; stage: SwapStage; message: string }
+  | { kind: "crashed"; crash: EventParams<"generationCrashed"> };
 
 /** `412 ms` under a second, `1.8 s` above. */
 export function formatDuration(milliseconds: number): string {
@@ -65,6 +66,14 @@ export class StatusModel {
       return;
     }
     this.phase = { kind: "offline", connection: state };
+  }
+
+  /**
+   * The daemon's `status` said the last swap was refused (and none succeeded since): shown as
+   * refused, so that a client connecting later knows the code on disk is not what serves.
+   */
+  refused(stage: SwapStage, message: string): void {
+    if (this.phase.kind === "idle") this.phase = { kind: "swapFailed", stage, message };
   }
 
   /**
@@ -114,6 +123,10 @@ export class StatusModel {
         return;
       case "swapFailed":
         this.phase = { kind: "swapFailed", stage: event.params.stage, message: event.params.message };
+        return;
+      case "generationCrashed":
+        if (event.params.recovery.kind === "none") this.generation = undefined;
+        this.phase = { kind: "crashed", crash: event.params };
         return;
       case "generationRetired":
       case "handlerPanicked":
@@ -193,6 +206,13 @@ export class StatusModel {
       case "swapped": {
         const swap = phase.swap;
         const lines = [...this.servingLine()];
+        if (swap.afterCrash !== undefined) {
+          lines.push(
+            `Generation ${swap.afterCrash} crashed; ${swap.rollback ? "the previous build" : "the same build"} serves again (${formatDuration(swap.swapMs)}).`,
+          );
+          for (const warning of swap.warnings) lines.push(`⚠ ${warning}`);
+          return make("warning", `${generationLabel} · after a crash`, "warning", lines);
+        }
         if (swap.rollback) {
           lines.push(`Rolled back to an earlier artifact in ${formatDuration(swap.swapMs)}.`);
           return make("history", `${generationLabel} · rolled back`, "normal", lines);
@@ -217,8 +237,17 @@ export class StatusModel {
       case "swapFailed":
         return make("error", `hotswap: swap failed (${phase.stage})`, "error", [
           `The new generation was refused at stage \`${phase.stage}\`: ${phase.message}`,
-          this.generation === undefined ? "Nothing serves yet." : `Generation ${this.generation} keeps serving.`,
+          this.generation === undefined
+            ? "Nothing serves yet."
+            : `Generation ${this.generation} keeps serving: the code on disk is not what serves until a swap succeeds.`,
         ]);
+      case "crashed": {
+        const crash = phase.crash;
+        const lines = [crash.message];
+        if (crash.lastWords.length > 0) lines.push("", ...crash.lastWords.map((line) => `    ${line}`));
+        const label = crash.recovery.kind === "none" ? "hotswap: crashed, nothing serves" : `hotswap: gen ${crash.generation} crashed`;
+        return make("error", label, "error", lines);
+      }
     }
   }
 }

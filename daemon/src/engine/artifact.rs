@@ -39,11 +39,10 @@ pub enum Placement {
     Copy,
 }
 
-/// Inodes this process has hard-linked for a generation and still holds. `dlopen` recognises a
-/// library by its inode, not only its path: a second link to a loaded inode would return the
-/// loaded library instead of a new one (two generations sharing one copy of the code and its
-/// statics). So an artifact whose inode is here is copied instead. Process-wide, because several
-/// engines may live in one process.
+/// Inodes this process has hard-linked for a generation and still holds. An artifact whose inode
+/// is here was rewritten in place (or not rebuilt): a generation may be running that very file,
+/// and a linker writing into it again would change its code under it (SIGBUS), so it is copied
+/// instead. Process-wide, because several engines may live in one process.
 static LINKED_INODES: std::sync::Mutex<Option<HashSet<(u64, u64)>>> = std::sync::Mutex::new(None);
 
 fn linked_inodes() -> std::sync::MutexGuard<'static, Option<HashSet<(u64, u64)>>> {
@@ -104,12 +103,9 @@ impl GenerationFiles {
     /// Deletes a generation file that is no longer needed.
     pub fn remove(&self, path: &Path) {
         if let Ok(metadata) = std::fs::metadata(path) {
-            // The last link of an inode we linked: it can no longer be confused with a new one,
-            // unless its library is still loaded (a generation still draining when the rollback
-            // history forgets it, or a leaked one): then the inode stays reserved, or a new
-            // link to it would make `dlopen` hand the new generation the loaded library.
+            // The last link of an inode we linked (besides the artifact itself): no generation
+            // runs it any more.
             if metadata.nlink() <= 2
-                && super::library::mapped_bytes(path).unwrap_or(0) == 0
                 && let Some(linked) = linked_inodes().as_mut()
             {
                 linked.remove(&(metadata.dev(), metadata.ino()));

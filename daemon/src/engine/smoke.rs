@@ -25,8 +25,8 @@ pub(super) async fn check(
     let (server_side, _) =
         accepted.map_err(|error| format!("smoke request: accept failed: {error}"))?;
     let server_side = server_side.into_std().map_err(|error| error.to_string())?;
-    if !generation.serve(OwnedFd::from(server_side), Vec::new()) {
-        return Err("the new generation's thread is gone".to_owned());
+    if !generation.serve(OwnedFd::from(server_side), &[]).await {
+        return Err("the new generation's process is gone".to_owned());
     }
     let exchange = async {
         let request = format!(

@@ -56,9 +56,11 @@ unsafe fn write_message(out: *mut OwnedBuffer, message: String) {
 
 /// # Safety
 /// `instance` must come from `init` of this library and not have been shut down.
-unsafe fn instance<'a>(instance: *mut c_void) -> &'a mut Instance {
-    // SAFETY: guaranteed by the caller; the host calls from one thread, so access is exclusive.
-    unsafe { &mut *instance.cast::<Instance>() }
+unsafe fn instance<'a>(instance: *mut c_void) -> &'a Instance {
+    // SAFETY: guaranteed by the caller. Every method used through this reference takes `&self`
+    // and synchronises internally, so calls from two host threads (export_state beside the
+    // rest, as the ABI allows) are sound.
+    unsafe { &*instance.cast::<Instance>() }
 }
 
 unsafe extern "C" fn init(
@@ -108,11 +110,14 @@ unsafe extern "C" fn start<A: Handler>(
             Err(reason) if policy == state_policy::REJECT => return (status::FAILED, Some(reason)),
             Err(reason) => (A::State::default(), Some(reason)),
         };
+        if instance.app.get().is_some() {
+            return (status::FAILED, Some("the app was already started".to_owned()));
+        }
         let app = {
             let _context = instance.runtime().enter();
             A::new(state)
         };
-        instance.app = Some(Arc::new(app));
+        let _ = instance.app.set(Arc::new(app));
         match warning {
             Some(reason) => (status::STARTED_FRESH, Some(reason)),
             None => (status::OK, None),
@@ -160,11 +165,18 @@ fn adopt_socket(socket: i64) -> std::net::TcpStream {
     unsafe { std::net::TcpStream::from_raw_socket(socket as u64) }
 }
 
-unsafe extern "C" fn begin_drain(instance_pointer: *mut c_void, purge_after_ms: u64) {
+unsafe extern "C" fn begin_drain(
+    instance_pointer: *mut c_void,
+    purge_after_ms: u64,
+    streams_after_ms: u64,
+) {
     let _ = catch(|| {
         // SAFETY: per the ABI contract.
         let instance = unsafe { instance(instance_pointer) };
-        instance.begin_drain(Duration::from_millis(purge_after_ms));
+        instance.begin_drain(
+            Duration::from_millis(purge_after_ms),
+            Duration::from_millis(streams_after_ms),
+        );
     });
 }
 
@@ -172,7 +184,7 @@ unsafe extern "C" fn export_state(instance_pointer: *mut c_void, out: *mut Owned
     let result = catch(|| {
         // SAFETY: per the ABI contract.
         let instance = unsafe { instance(instance_pointer) };
-        let Some(app) = instance.app.clone() else { return Ok(None) };
+        let Some(app) = instance.app.get().cloned() else { return Ok(None) };
         let _context = instance.runtime().enter();
         app.export_state_envelope()
     });

@@ -1,25 +1,24 @@
 //! One generation inside the library: its runtime, its app, and the host's callbacks.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use std::future::Future;
-use std::pin::Pin;
-
 use super::logging::ForwardingSubscriber;
 use super::{Handler, Request, Response};
-use crate::abi::{ByteSlice, HostCallbacks, InitConfig, request_outcome};
+use crate::abi::{ByteSlice, HostCallbacks, InitConfig, RequestInfo, request_outcome};
 
 /// The host's callbacks. The host guarantees they may be called from any thread of the
-/// generation until `shutdown` returns.
+/// generation for as long as its process lives.
 #[derive(Clone, Copy)]
 pub(crate) struct Host(HostCallbacks);
 
-// SAFETY: the ABI contract makes the callbacks and their context usable from every generation
-// thread; the struct is plain data (function pointers and an opaque pointer the host owns).
+// SAFETY: the ABI contract makes the callbacks and their context usable from every thread of the
+// library; the struct is plain data (function pointers and an opaque pointer the host owns).
 unsafe impl Send for Host {}
 // SAFETY: as above; the callbacks synchronise internally.
 unsafe impl Sync for Host {}
@@ -30,7 +29,7 @@ impl Host {
     }
 
     pub(crate) fn log(&self, level: u32, target: &str, message: &str) {
-        // SAFETY: per the ABI, callbacks are valid until shutdown returns, and the slices live
+        // SAFETY: per the ABI, callbacks are valid while the process lives, and the slices live
         // for the duration of the call.
         unsafe {
             (self.0.log)(
@@ -60,40 +59,78 @@ impl Host {
     }
 
     /// Reports a connection as open until the guard is dropped.
-    pub(crate) fn connection(&self) -> ConnectionGuard {
+    pub(crate) fn connection(&self) -> CountGuard {
         // SAFETY: as in `log`.
         unsafe { (self.0.connection_opened)(self.0.context) };
-        ConnectionGuard { host: *self }
+        CountGuard { host: *self, closed: self.0.connection_closed }
+    }
+
+    /// Reports a long-lived stream (an upgraded connection, a streamed response) as open until
+    /// the guard is dropped.
+    pub(crate) fn stream(&self) -> CountGuard {
+        // SAFETY: as in `log`.
+        unsafe { (self.0.stream_opened)(self.0.context) };
+        CountGuard { host: *self, closed: self.0.stream_closed }
     }
 
     /// Reports a request as running until the guard is dropped, then its outcome.
-    pub(crate) fn request(&self) -> RequestGuard {
-        // SAFETY: as in `log`.
-        unsafe { (self.0.request_started)(self.0.context) };
-        RequestGuard { host: *self, outcome: request_outcome::ANSWERED }
+    pub(crate) fn request(&self, socket: i64, method: &str, target: &str) -> RequestGuard {
+        let info = RequestInfo {
+            socket,
+            method: ByteSlice::new(method.as_bytes()),
+            target: ByteSlice::new(target.as_bytes()),
+        };
+        // SAFETY: as in `log`; `info` lives for the call.
+        let token = unsafe { (self.0.request_started)(self.0.context, &info) };
+        RequestGuard { host: *self, token, outcome: request_outcome::ANSWERED }
+    }
+
+    pub(crate) fn polling(&self, token: u64, polling: bool) {
+        // SAFETY: as in `log`; the token came from `request_started` and is not finished.
+        unsafe { (self.0.request_polling)(self.0.context, token, u32::from(polling)) }
+    }
+
+    /// False when the host has answered the request itself (and closed its connection).
+    pub(crate) fn response_started(&self, token: u64) -> bool {
+        // SAFETY: as in `polling`.
+        let permit = unsafe { (self.0.response_started)(self.0.context, token) };
+        permit == crate::abi::response_permit::SEND
+    }
+
+    pub(crate) fn thread_started(&self) {
+        // SAFETY: as in `log`; called on the new thread.
+        unsafe { (self.0.thread_started)(self.0.context) }
+    }
+
+    pub(crate) fn thread_stopped(&self) {
+        // SAFETY: as in `log`; called on the ending thread.
+        unsafe { (self.0.thread_stopped)(self.0.context) }
     }
 }
 
-pub(crate) struct ConnectionGuard {
+/// Calls the matching "closed" callback when dropped.
+pub(crate) struct CountGuard {
     host: Host,
+    closed: unsafe extern "C" fn(context: *const std::ffi::c_void),
 }
 
-impl Drop for ConnectionGuard {
+impl Drop for CountGuard {
     fn drop(&mut self) {
         // SAFETY: as in `Host::log`.
-        unsafe { (self.host.0.connection_closed)(self.host.0.context) };
+        unsafe { (self.closed)(self.host.0.context) };
     }
 }
 
 pub(crate) struct RequestGuard {
     host: Host,
+    pub(crate) token: u64,
     pub(crate) outcome: u32,
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        // SAFETY: as in `Host::log`.
-        unsafe { (self.host.0.request_finished)(self.host.0.context, self.outcome) };
+        // SAFETY: as in `Host::log`; the token is finished once.
+        unsafe { (self.host.0.request_finished)(self.host.0.context, self.token, self.outcome) };
     }
 }
 
@@ -102,7 +139,7 @@ impl Drop for RequestGuard {
 pub(crate) enum Phase {
     /// Current: keep connections alive.
     Serving,
-    /// Replaced: finish what runs, close connections when their response is done.
+    /// Replaced: finish what runs, give each connection back at its next request boundary.
     Draining,
     /// The drain timeout passed: answer what still runs with 503 and close.
     Purging,
@@ -112,8 +149,12 @@ pub(crate) enum Phase {
 pub(crate) struct Shared {
     pub(crate) host: Host,
     pub(crate) max_body_bytes: u64,
+    /// A new connection that sends nothing for this long is closed.
+    pub(crate) first_byte_timeout: Option<Duration>,
     pub(crate) generation_header: http::HeaderValue,
     pub(crate) phase: watch::Receiver<Phase>,
+    /// True once long-lived streams must end (the stream drain timeout passed).
+    pub(crate) streams_closing: watch::Receiver<bool>,
 }
 
 /// The app, behind a trait object: everything that serves it (hyper, the connection logic, the
@@ -140,19 +181,21 @@ impl<A: Handler> DynHandler for A {
     }
 }
 
-/// The library's side of one generation; the host holds it as an opaque pointer.
+/// The library's side of one generation; the host holds it as an opaque pointer. Every method but
+/// `shutdown` takes `&self`: `export_state` may run on another host thread than the rest.
 pub(crate) struct Instance {
     pub(crate) shared: Arc<Shared>,
     pub(crate) runtime: Option<tokio::runtime::Runtime>,
-    pub(crate) app: Option<Arc<dyn DynHandler>>,
+    pub(crate) app: OnceLock<Arc<dyn DynHandler>>,
     pub(crate) phase: watch::Sender<Phase>,
+    streams_closing: watch::Sender<bool>,
     live_threads: Arc<AtomicUsize>,
-    /// Keeps the forwarding subscriber as the default of the generation thread.
+    /// Keeps the forwarding subscriber as the default of the host thread that created it.
     dispatch_guard: Option<tracing::dispatcher::DefaultGuard>,
 }
 
 impl Instance {
-    /// Builds the generation's runtime. Runs on the generation thread.
+    /// Builds the generation's runtime.
     pub(crate) fn create(config: InitConfig, host: Host) -> Result<Self, String> {
         super::panics::install_hook(host);
         let dispatch =
@@ -167,6 +210,7 @@ impl Instance {
                 .thread_name(format!("hotswap-g{}", config.generation))
                 .enable_all()
                 .on_thread_start(move || {
+                    host.thread_started();
                     started.fetch_add(1, Ordering::SeqCst);
                     // The thread keeps the subscriber until it exits; the guard must not restore
                     // anything earlier, so it is deliberately not dropped.
@@ -174,22 +218,28 @@ impl Instance {
                 })
                 .on_thread_stop(move || {
                     stopped.fetch_sub(1, Ordering::SeqCst);
+                    host.thread_stopped();
                 })
                 .build()
                 .map_err(|error| format!("cannot start the generation's tokio runtime: {error}"))?
         };
         let (phase, phase_receiver) = watch::channel(Phase::Serving);
+        let (streams_closing, streams_closing_receiver) = watch::channel(false);
         let generation_header = http::HeaderValue::from(config.generation);
         Ok(Self {
             shared: Arc::new(Shared {
                 host,
                 max_body_bytes: config.max_body_bytes,
+                first_byte_timeout: (config.first_byte_timeout_ms > 0)
+                    .then(|| Duration::from_millis(config.first_byte_timeout_ms)),
                 generation_header,
                 phase: phase_receiver,
+                streams_closing: streams_closing_receiver,
             }),
             runtime: Some(runtime),
-            app: None,
+            app: OnceLock::new(),
             phase,
+            streams_closing,
             live_threads,
             dispatch_guard: Some(dispatch_guard),
         })
@@ -201,30 +251,36 @@ impl Instance {
 
     /// Serves a connection handed over by the host, starting with `unread` bytes.
     pub(crate) fn serve(&self, stream: std::net::TcpStream, unread: bytes::Bytes) -> bool {
-        let Some(app) = self.app.clone() else { return false };
+        let Some(app) = self.app.get().cloned() else { return false };
         let shared = self.shared.clone();
         self.runtime().spawn(super::http_service::serve_connection(stream, unread, app, shared));
         true
     }
 
-    /// Starts draining: connections stop being kept alive, and after `purge_after` the requests
-    /// still running are answered 503.
-    pub(crate) fn begin_drain(&self, purge_after: Duration) {
+    /// Starts draining: connections go back to the host at their next request boundary, after
+    /// `purge_after` the requests still running are answered 503, and after `streams_after`
+    /// long-lived streams end.
+    pub(crate) fn begin_drain(&self, purge_after: Duration, streams_after: Duration) {
         self.phase.send_replace(Phase::Draining);
         let phase = self.phase.clone();
+        let streams_closing = self.streams_closing.clone();
         self.runtime().spawn(async move {
             tokio::time::sleep(purge_after).await;
             phase.send_replace(Phase::Purging);
         });
+        self.runtime().spawn(async move {
+            tokio::time::sleep(streams_after).await;
+            streams_closing.send_replace(true);
+        });
     }
 
     /// Drops the app, stops the runtime and joins its threads. `Err` when threads are still
-    /// running after `timeout`: the library must then stay loaded.
+    /// running after `timeout`.
     pub(crate) fn shutdown(mut self, timeout: Duration) -> Result<(), String> {
         let runtime = self.runtime.take().expect("shutdown runs once");
         {
             let _context = runtime.enter();
-            self.app = None;
+            self.app.take();
         }
         let started = Instant::now();
         runtime.shutdown_timeout(timeout);

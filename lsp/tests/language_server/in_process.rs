@@ -34,6 +34,7 @@ fn build_finished(build: u64, outcome: BuildOutcome, diagnostics: Vec<Diagnostic
 
 fn swap_finished(generation: u64) -> Event {
     Event::SwapFinished(SwapFinished {
+        after_crash: None,
         generation,
         previous_generation: Some(generation - 1),
         rollback: false,
@@ -345,6 +346,7 @@ async fn the_messages_setting_sends_swaps_and_panics_to_the_log_and_a_configurat
     daemon.emit(&[
         swap_finished(2),
         Event::HandlerPanicked(HandlerPanicked {
+            request: None,
             generation: 2,
             message: "index out of bounds".into(),
             location: Some("src/lib.rs:9:5".into()),

@@ -148,6 +148,7 @@ impl SimulatedApp {
         state.generations.push(greeting.clone());
         *self.http_body.lock().unwrap() = greeting;
         let swap = SwapFinished {
+            after_crash: None,
             generation: state.generation,
             previous_generation: Some(previous),
             rollback: false,
@@ -185,6 +186,7 @@ impl SimulatedApp {
         state.generations.push(greeting.clone());
         *self.http_body.lock().unwrap() = greeting;
         let swap = SwapFinished {
+            after_crash: None,
             generation: state.generation,
             previous_generation: Some(previous),
             rollback: true,

@@ -392,12 +392,12 @@ describe("builds and swaps", () => {
     await activate();
     await daemon.waitForSubscriber();
     daemon.emit({ method: "handlerPanicked", params: { generation: 3, message: "index out of bounds", location: "src/lib.rs:40:9" } });
-    daemon.emit({ method: "generationRetired", params: { generation: 2, outcome: "leaked", leakedBytes: 4096, reason: "still mapped", drainMs: 5003, requestsCut: 1 } });
+    daemon.emit({ method: "generationRetired", params: { generation: 2, outcome: "killed", reason: "a thread never returned", drainMs: 5003, requestsCut: 1 } });
     daemon.emit({ method: "log", params: { level: "warn", target: "todo::routes", message: "slow request", generation: 3 } });
     await waitFor(() => harness.log.lines.some((line) => line.includes("todo::routes: slow request")), { what: "the log record" });
     const log = harness.log.lines.join("\n");
     assert.match(log, /\[error\] \[todo\] handler of generation 3 panicked at src\/lib.rs:40:9: index out of bounds/);
-    assert.match(log, /\[warn\] \[todo\] generation 2 leaked 4096 bytes: still mapped/);
+    assert.match(log, /\[warn\] \[todo\] generation 2 was killed after draining for 5\.0 s: a thread never returned/);
     assert.match(log, /\[warn\] \[todo\] 1 requests were cut at the drain timeout/);
     assert.match(log, /\[warn\] \[todo\] gen 3 todo::routes: slow request/);
     assert.deepEqual(harness.messages, []);

@@ -109,11 +109,10 @@ export class FakeDaemon {
       generations:
         this.generation === undefined
           ? []
-          : [{ generation: this.generation, state: "current" as const, connections: 2, inFlight: 0, requests: 17, ageMs: 500 }],
+          : [{ generation: this.generation, state: "current" as const, connections: 2, inFlight: 0, requests: 17, ageMs: 500, pid: 4243, rssBytes: 20971520, streams: 0 }],
       building: false,
-      unloadedGenerations: 0,
-      leakedGenerations: 0,
-      leakedBytes: 0,
+      endedGenerations: 0,
+      crashes: 0,
     };
   }
 

@@ -1,14 +1,14 @@
-//! Opening a handler library and checking its ABI header.
+//! Opening a handler library and checking its ABI header, in the host process.
 
 use std::path::Path;
 
 use hotswap_handler::abi::{self, EntryFunction, HandlerFunctions};
 
 /// A loaded handler library whose header matched this daemon.
-pub struct LoadedLibrary {
+pub(crate) struct LoadedLibrary {
     library: libloading::Library,
-    pub functions: HandlerFunctions,
-    pub sdk_version: String,
+    pub(crate) functions: HandlerFunctions,
+    pub(crate) sdk_version: String,
 }
 
 impl std::fmt::Debug for LoadedLibrary {
@@ -21,7 +21,7 @@ impl std::fmt::Debug for LoadedLibrary {
 
 /// Why a library was refused, and at which stage.
 #[derive(Debug)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     /// `dlopen` failed or the entry symbol is missing.
     Load(String),
     /// The header does not match.
@@ -29,16 +29,14 @@ pub enum LoadError {
 }
 
 impl LoadedLibrary {
-    /// `dlopen`s `path`, finds the entry symbol, calls it and verifies the header. The entry
-    /// function only returns a pointer to static data, so calling it from this thread runs no
-    /// code that could pin the library.
-    /// Also returns the time the header check took.
-    pub fn open(path: &Path) -> Result<(Self, std::time::Duration), LoadError> {
+    /// `dlopen`s `path`, finds the entry symbol, calls it and verifies the header. Also returns
+    /// the time the header check took.
+    pub(crate) fn open(path: &Path) -> Result<(Self, std::time::Duration), LoadError> {
         check_complete_file(path).map_err(|reason| {
             LoadError::Load(format!("cannot load {}: {reason}", path.display()))
         })?;
-        // SAFETY: loading runs the library's initialisers; a hotswap handler library has only
-        // Rust's, which touch no thread-local state of this thread.
+        // SAFETY: loading runs the library's initialisers, in this process of its own: whatever
+        // they do ends with it.
         let library = unsafe { libloading::Library::new(path) }.map_err(|error| {
             LoadError::Load(format!("cannot load {}: {}", path.display(), with_source(&error)))
         })?;
@@ -70,14 +68,12 @@ impl LoadedLibrary {
         Ok((Self { library, functions, sdk_version }, verify_time))
     }
 
-    /// `dlclose`s the library. Call only when no thread can run its code any more.
-    pub fn close(self) -> Result<(), String> {
-        self.library.close().map_err(|error| with_source(&error))
-    }
-
-    /// Keeps the library mapped for the rest of the process (its threads may still run).
-    pub fn leak(self) {
+    /// Keeps the library mapped for the rest of the process: it is never unloaded, the process
+    /// ends instead (`dlclose` with threads of the library still running would crash).
+    pub(crate) fn keep(self) -> HandlerFunctions {
+        let functions = self.functions;
         std::mem::forget(self.library);
+        functions
     }
 }
 
@@ -139,30 +135,6 @@ fn check_complete_file(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Bytes of `path` still mapped into this process, from `/proc/self/maps`; `None` where that
-/// file does not exist.
-pub fn mapped_bytes(path: &Path) -> Option<u64> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let wanted = path.to_string_lossy();
-    let mut total = 0;
-    for line in maps.lines() {
-        // address perms offset dev inode pathname
-        let mut fields = line.splitn(6, ' ');
-        let range = fields.next().unwrap_or_default();
-        let pathname = fields.nth(4).unwrap_or_default().trim_start();
-        let pathname = pathname.strip_suffix(" (deleted)").unwrap_or(pathname);
-        if pathname != wanted {
-            continue;
-        }
-        if let Some((start, end)) = range.split_once('-') {
-            let start = u64::from_str_radix(start, 16).unwrap_or(0);
-            let end = u64::from_str_radix(end, 16).unwrap_or(0);
-            total += end.saturating_sub(start);
-        }
-    }
-    Some(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,19 +174,5 @@ mod tests {
             }
             other => panic!("expected a load error, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn mapped_bytes_sees_libc_and_not_an_unmapped_file() {
-        let temp = tempfile::tempdir().unwrap();
-        assert_eq!(mapped_bytes(&temp.path().join("nothing.so")), Some(0));
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let libc_path = maps
-            .lines()
-            .filter_map(|line| line.split_whitespace().nth(5))
-            .find(|path| path.contains("libc.so") || path.contains("libc-"))
-            .expect("libc is mapped")
-            .to_owned();
-        assert!(mapped_bytes(Path::new(&libc_path)).unwrap() > 0);
     }
 }
