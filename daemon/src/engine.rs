@@ -58,6 +58,8 @@ const PURGE_GRACE: Duration = Duration::from_millis(1500);
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a retiring generation may take to stop its app before its process is ended.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
+/// The same, for a generation with requests stuck past the purge.
+const STUCK_RETIRE_GRACE: Duration = Duration::from_millis(250);
 /// How long a swap waits for the old generation to switch to draining.
 const BEGIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a connection waits for a crashed generation to be replaced before it gets a 503.
@@ -657,7 +659,11 @@ impl Engine {
             return;
         }
         generation.mark_ending();
-        let exited_by_itself = generation.host.retire(RETIRE_GRACE).await;
+        // Requests still running after the purge are stuck in a blocking call: waiting for the
+        // app to stop would only wait for them.
+        let stuck = generation.host.counters().in_flight.load(Ordering::SeqCst) > 0;
+        let grace = if stuck { STUCK_RETIRE_GRACE } else { RETIRE_GRACE };
+        let exited_by_itself = generation.host.retire(grace).await;
         self.forget_draining(&generation);
         let counters = generation.host.counters();
         let requests_cut =
@@ -737,8 +743,10 @@ impl Engine {
     /// A generation's process died by itself: say how, and serve again.
     async fn crashed(&self, generation: Arc<Generation>, exit: host_process::HostExit) {
         let facts = generation.host.counters().crash.read();
+        let panics = generation.host.counters().last_panics.read();
         let words = generation.host.last_words().await;
-        let report = crash::report(generation.number, generation.host.pid, exit, facts, words);
+        let report =
+            crash::report(generation.number, generation.host.pid, exit, facts, panics, words);
         self.inner.crashes.fetch_add(1, Ordering::Relaxed);
         let is_current = self.current_generation() == Some(generation.number);
         if !is_current || self.inner.shutting_down.load(Ordering::SeqCst) {

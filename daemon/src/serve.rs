@@ -31,6 +31,7 @@ pub struct ServeOptions {
 
 /// Runs the daemon until SIGINT, SIGTERM or a `shutdown` request.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let start = match &options.workspace {
         Some(workspace) => workspace.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
@@ -72,7 +73,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", endpoint.path().display()))?;
 
     let listen = config.listen();
-    let http = tokio::net::TcpListener::bind(listen).await.map_err(|error| {
+    let http = http_listener(listen).map_err(|error| {
         anyhow::anyhow!(
             "cannot listen for HTTP on {listen}: {error}; choose another address with `listen` in the \
              [server] section of {} or `hotswap serve --listen ADDRESS`",
@@ -183,18 +184,48 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 
     let mut stop = shutdown_requested.clone();
     crate::serve::stopped(&mut stop).await;
-    tracing::info!("stopping: finishing in-flight requests");
-    signals.abort();
+    tracing::info!("stopping: finishing in-flight requests (press Ctrl-C again to stop at once)");
     let _ = socket_server.await;
     let _ = http_server.await;
     drop(daemon);
     let _ = daemon_task.await;
     engine.shutdown().await;
     forward_events.abort();
+    // Until here a second SIGINT or SIGTERM stops the daemon at once.
+    signals.abort();
     drop(lock);
     let _ = std::fs::remove_file(&lock_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The HTTP listening socket, with a backlog deep enough for bursts of connects (the default of
+/// 128 drops connects under a burst, and a dropped connect is retried by the client only after a
+/// second).
+fn http_listener(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(4096)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
+/// Raises the soft limit of open files to the hard limit (generations inherit it): every HTTP
+/// connection is a descriptor, and a low default (1024 on many systems) would refuse connections
+/// long before `max_connections`.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum
+        && limit.current.is_some_and(|soft| soft < hard)
+    {
+        let raised = rustix::process::Rlimit { current: Some(hard), maximum: Some(hard) };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("cannot raise the open-files limit to {hard}: {error}");
+        }
+    }
 }
 
 /// Sets `shutdown` on SIGINT or SIGTERM; a second signal exits at once.

@@ -116,8 +116,12 @@ unsafe extern "C" fn on_panic(context: *const c_void, message: ByteSlice, locati
         let state = unsafe { state(context) };
         state.counters.get().panics.fetch_add(1, Ordering::Relaxed);
         let location = text(location);
+        let message = text(message);
+        // Kept where the daemon finds it even if this panic ends the process (a panic while
+        // panicking aborts before any report could be sent).
+        state.counters.get().last_panics.push(format!("{location}: {message}").as_bytes());
         state.reports.offer(&HostReport::Panicked {
-            message: bounded_message(&text(message)),
+            message: bounded_message(&message),
             location: (!location.is_empty()).then_some(location),
             request: fatal::current_request(),
         });

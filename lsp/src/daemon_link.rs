@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotswap_protocol::messages::{
-    InitializeResult, LastBuild, Method, NoParams, Shutdown as ShutdownMethod, Status, Subscribe,
+    InitializeResult, LastBuild, Method, NoParams, RefusedSwap, Shutdown as ShutdownMethod, Status,
+    Subscribe,
 };
 use hotswap_protocol::{Client, ClientError, Endpoint};
 use tokio::process::{Child, Command};
@@ -55,6 +56,8 @@ pub(crate) struct DaemonLink {
     pub(crate) daemon: InitializeResult,
     /// The daemon's last build when this link connected: its diagnostics are what is wrong now.
     pub(crate) last_build: Option<Box<LastBuild>>,
+    /// A swap refused before this link connected (the code on disk is not what serves).
+    pub(crate) refused_swap: Option<Box<RefusedSwap>>,
 }
 
 /// Connects to the daemon at `endpoint`: initializes both connections and subscribes one.
@@ -63,12 +66,13 @@ pub(crate) async fn connect(endpoint: Endpoint) -> Result<DaemonLink, DaemonErro
         let (events, daemon) = Client::connect_and_initialize(&endpoint, CLIENT_NAME).await?;
         events.request::<Subscribe>(NoParams {}).await?;
         let (requests, _) = Client::connect_and_initialize(&endpoint, CLIENT_NAME).await?;
-        let last_build = requests.request::<Status>(NoParams {}).await?.last_build.map(Box::new);
+        let status = requests.request::<Status>(NoParams {}).await?;
         Ok::<_, DaemonError>(DaemonLink {
             requests: Arc::new(requests),
             events,
             daemon,
-            last_build,
+            last_build: status.last_build.map(Box::new),
+            refused_swap: status.refused_swap.map(Box::new),
         })
     };
     tokio::time::timeout(CONNECT_TIMEOUT, connecting)

@@ -579,6 +579,7 @@ impl Session {
             link.daemon.generation,
         );
         let last_build = link.last_build.clone();
+        let refused_swap = link.refused_swap.clone();
         self.daemon = DaemonState::Connected(link);
         // What is wrong now, even if the failing build happened before this editor connected.
         if let Some(last) =
@@ -596,6 +597,10 @@ impl Session {
             self.announce(MessageType::INFO, &text).await;
         } else {
             self.log(MessageType::INFO, &text).await;
+        }
+        // Until a swap succeeds, what serves is not the code on disk: say so.
+        if let Some(refused) = refused_swap {
+            self.tell(MessageType::WARNING, &user_messages::refused_swap(&refused)).await;
         }
         for path in std::mem::take(&mut self.saves_while_connecting) {
             self.forward_save(path).await;

@@ -7,7 +7,7 @@ use hotswap_protocol::events::{
     GenerationCrashed, GenerationRetired, HandlerPanicked, RetireOutcome, Severity, SwapFailed,
     SwapFinished,
 };
-use hotswap_protocol::messages::{DidSaveResult, ReloadOutcome, StatusResult};
+use hotswap_protocol::messages::{DidSaveResult, RefusedSwap, ReloadOutcome, StatusResult};
 
 /// Milliseconds as people read them: `85 ms`, `1.8 s`.
 pub(crate) fn duration_text(milliseconds: f64) -> String {
@@ -235,6 +235,23 @@ pub(crate) fn swap_failed(event: &SwapFailed, serving_generation: Option<u64>) -
     format!(
         "hotswap: the new code was not loaded (stage {}): {}; {keeps}",
         event.stage, event.message
+    )
+}
+
+pub(crate) fn refused_swap(refused: &RefusedSwap) -> String {
+    let serving = match refused.serving {
+        Some(generation) => format!("generation {generation} keeps serving"),
+        None => "nothing serves".to_owned(),
+    };
+    format!(
+        "hotswap: {serving}: the swap to {} was refused at the {} stage: {}; the code on disk is \
+         not what serves until a swap succeeds",
+        match refused.build {
+            Some(build) => format!("build {build}"),
+            None => format!("generation {}", refused.generation),
+        },
+        refused.stage,
+        refused.message
     )
 }
 

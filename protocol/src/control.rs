@@ -293,6 +293,63 @@ pub struct HostCounters {
     pub streams: AtomicU64,
     /// What the host knew when it died, written by its fatal-signal handler.
     pub crash: CrashRecord,
+    /// The last panics of handler code: a panic while panicking aborts the process before any
+    /// report could be sent, so the messages are kept here too.
+    pub last_panics: PanicRing,
+}
+
+/// The four most recent panic messages (`file:line:col: message`), oldest first once read.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PanicRing {
+    /// How many panics were written so far (the slot of panic `n` is `n % 4`).
+    pub written: AtomicU64,
+    pub slots: [PanicSlot; 4],
+}
+
+#[repr(C)]
+#[derive(Debug)]
+pub struct PanicSlot {
+    pub length: AtomicU32,
+    pub text: [AtomicU8Array; 8],
+}
+
+impl PanicRing {
+    /// Bytes kept of each panic's text.
+    pub const TEXT_BYTES: usize = 8 * 64;
+
+    /// Records a panic's text (cut to [`PanicRing::TEXT_BYTES`]).
+    pub fn push(&self, text: &[u8]) {
+        use std::sync::atomic::Ordering;
+        let index = self.written.fetch_add(1, Ordering::SeqCst);
+        let slot = &self.slots[(index % 4) as usize];
+        let text = &text[..text.len().min(Self::TEXT_BYTES)];
+        slot.length.store(0, Ordering::SeqCst);
+        for (position, byte) in text.iter().enumerate() {
+            slot.text[position / 64].0[position % 64].store(*byte, Ordering::Relaxed);
+        }
+        slot.length.store(text.len() as u32, Ordering::SeqCst);
+    }
+
+    /// The recorded panics, oldest first.
+    pub fn read(&self) -> Vec<String> {
+        use std::sync::atomic::Ordering;
+        let written = self.written.load(Ordering::SeqCst);
+        let first = written.saturating_sub(4);
+        (first..written)
+            .map(|index| {
+                let slot = &self.slots[(index % 4) as usize];
+                let length = (slot.length.load(Ordering::SeqCst) as usize).min(Self::TEXT_BYTES);
+                let bytes: Vec<u8> = (0..length)
+                    .map(|position| {
+                        slot.text[position / 64].0[position % 64].load(Ordering::Relaxed)
+                    })
+                    .collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .filter(|text| !text.is_empty())
+            .collect()
+    }
 }
 
 /// The last words of a host: written once, by the signal handler of a fatal signal (or the
@@ -617,6 +674,19 @@ mod tests {
         let facts = record.read().unwrap();
         assert_eq!(facts.thread_name.unwrap().len(), CrashRecord::THREAD_NAME_BYTES);
         assert_eq!(facts.request.unwrap().len(), CrashRecord::REQUEST_BYTES);
+    }
+
+    #[test]
+    fn the_panic_ring_keeps_the_last_four() {
+        // SAFETY: all-zero bytes are a valid empty ring: every field is an atomic integer.
+        let ring: PanicRing = unsafe { std::mem::zeroed() };
+        assert!(ring.read().is_empty());
+        ring.push(b"first");
+        assert_eq!(ring.read(), ["first"]);
+        for text in ["second", "third", "fourth", "fifth"] {
+            ring.push(text.as_bytes());
+        }
+        assert_eq!(ring.read(), ["second", "third", "fourth", "fifth"]);
     }
 
     #[test]

@@ -104,9 +104,24 @@ pub fn fixture_library(features: &[&str]) -> PathBuf {
     })
 }
 
-/// One of the other fixture crates (`no-export`, `wrong-abi`).
+/// One of the other fixture crates (`no-export`, `wrong-abi`, `streams`).
 pub fn fixture_crate_library(package: &str) -> PathBuf {
-    cached(format!("crate-{package}"), || {
-        build_library(&repository_root().join("tests/fixtures/Cargo.toml"), package, &[], package)
+    fixture_crate_library_with(package, &[])
+}
+
+/// One of the other fixture crates, built with `features`.
+pub fn fixture_crate_library_with(package: &str, features: &[&str]) -> PathBuf {
+    let label = if features.is_empty() {
+        package.to_owned()
+    } else {
+        format!("{package}-{}", features.join("+"))
+    };
+    cached(format!("crate-{label}"), || {
+        build_library(
+            &repository_root().join("tests/fixtures/Cargo.toml"),
+            package,
+            features,
+            &label,
+        )
     })
 }

@@ -352,3 +352,71 @@ async fn a_client_that_never_reads_stops_no_one_and_costs_bounded_memory() {
     drop(writer.await);
     assert_eq!(daemon.status().await.pid, daemon.pid());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_overflow_is_reported_to_every_client_and_the_app_serves_again_with_its_state() {
+    let app = App::scaffold("overflow-report");
+    app.edit_library(
+        "(&Method::GET, \"/health\") =>",
+        "(&Method::GET, \"/deep\") => {\n                #[allow(unconditional_recursion)]\n                fn deep(n: u64) -> u64 {\n                    let frame = std::hint::black_box([n; 64]);\n                    deep(frame[1] + 1) + frame[2]\n                }\n                text(StatusCode::OK, format!(\"{}\\n\", deep(1)))\n            }\n            (&Method::GET, \"/health\") =>",
+    );
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    for _ in 0..2 {
+        let written =
+            hotswap_tests::http::request(daemon.address(), "POST", "/counter", "").await.unwrap();
+        assert_eq!(written.status, 200);
+    }
+    // The default snapshot interval is a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut events = daemon.subscriber().await;
+    let mut printer = std::process::Command::new(hotswap_tests::binaries::binary("hotswap"))
+        .arg("events")
+        .current_dir(&app.directory)
+        .env("XDG_RUNTIME_DIR", &app.runtime_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let crashed_at = Instant::now();
+    assert!(get(daemon.address(), "/deep").await.is_err(), "the crashing request gets no answer");
+    let crash = wait_for_event(&mut events, Duration::from_secs(10), |event| {
+        matches!(event, Event::GenerationCrashed(_))
+    })
+    .await;
+    let Event::GenerationCrashed(crash) = crash else { unreachable!() };
+    assert!(crash.cause.contains("stack overflow"), "{crash:?}");
+    assert_eq!(crash.request.as_deref(), Some("GET /deep"), "{crash:?}");
+    assert!(
+        crash.last_words.iter().any(|line| line.contains("has overflowed its stack")),
+        "{crash:?}"
+    );
+    // Serving again, with the counter, within a second.
+    loop {
+        if let Ok(response) = get(daemon.address(), "/counter").await {
+            assert_eq!(response.body, "2\n");
+            break;
+        }
+        assert!(crashed_at.elapsed() < Duration::from_secs(1), "not serving 1 s after the crash");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = daemon.status().await;
+    assert_eq!(status.crashes, 1);
+    let shown = app.hotswap(&["status"]);
+    let shown = stdout(&shown);
+    assert!(shown.contains("last crash") && shown.contains("stack overflow"), "{shown}");
+    assert!(daemon.log().contains("has overflowed its stack"), "the daemon's log has it too");
+    // `hotswap events` printed it to a person.
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(printer.id() as i32, libc::SIGINT) };
+    let printed = {
+        use std::io::Read;
+        let mut text = String::new();
+        printer.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+        let _ = printer.wait();
+        text
+    };
+    assert!(printed.contains("generation 1 crashed: stack overflow"), "{printed}");
+    assert!(printed.contains("serves again after generation 1 crashed"), "{printed}");
+}

@@ -85,7 +85,10 @@ impl Generation {
                     ),
                     HostFailure::Ended => (
                         SwapStage::Init,
-                        format!("the generation's process {}", death(&host).await),
+                        format!(
+                            "the new generation's process {} while loading",
+                            death(&host).await
+                        ),
                     ),
                     HostFailure::TimedOut => (
                         SwapStage::Init,
@@ -122,7 +125,7 @@ impl Generation {
             Err(HostFailure::Ended) => Err(StartFailure {
                 stage: SwapStage::Init,
                 message: format!(
-                    "the generation's process {} while the app was starting",
+                    "the new generation's process {} while the app was starting",
                     death(&self.host).await
                 ),
             }),
@@ -170,17 +173,24 @@ impl Generation {
     }
 }
 
-/// "exited with code 1: <last line of stderr>", once the process is gone (at most 1 s of waiting).
+/// How the process died, in the words of a crash report ("memory allocation of N bytes failed
+/// (killed by SIGABRT)"), once it is gone (at most 1 s of waiting).
 pub async fn death(host: &HostProcess) -> String {
     let mut exit = host.exit();
     let ended = tokio::time::timeout(Duration::from_secs(1), exit.wait_for(Option::is_some))
         .await
         .ok()
         .and_then(|exit| exit.ok().and_then(|exit| *exit));
+    let Some(ended) = ended else { return "stopped answering".to_owned() };
     let words = host.last_words().await;
-    let how = ended.map_or_else(|| "stopped answering".to_owned(), |exit| exit.describe());
-    match super::crash::telling_line(&words) {
-        Some(line) => format!("{how}: {line}"),
-        None => how,
-    }
+    let counters = host.counters();
+    let report = super::crash::report(
+        0,
+        host.pid,
+        ended,
+        counters.crash.read(),
+        counters.last_panics.read(),
+        words,
+    );
+    format!("crashed: {}", report.cause)
 }

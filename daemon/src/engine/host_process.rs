@@ -814,7 +814,8 @@ async fn forward_output(output: impl AsyncRead + Unpin, shared: Arc<Shared>, is_
         let generation = shared.generation.load(Ordering::SeqCst);
         let target = if is_stderr { "stderr" } else { "stdout" };
         tracing::info!(target: "handler", generation, "{target}: {text}");
-        if is_stderr {
+        // A backtrace is logged, but kept out of the last words, which it would flood.
+        if is_stderr && !super::crash::is_backtrace_line(&text) {
             shared.stderr.lock().expect("stderr").push(text.clone());
         }
         if let Some(links) = shared.links.lock().expect("links").as_ref() {

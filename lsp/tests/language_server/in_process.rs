@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use hotswap_lsp::ServeEnd;
 use hotswap_protocol::events::{
-    BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Diagnostic, Event,
-    HandlerPanicked, Position, Range, RelatedInformation, Severity, SwapFinished, SwapStages,
+    BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, CrashRecovery,
+    Diagnostic, Event, GenerationCrashed, HandlerPanicked, Position, Range, RelatedInformation,
+    Severity, SwapFinished, SwapStage, SwapStages,
 };
-use hotswap_protocol::messages::{ClientRequest, LastBuild, StatusResult};
+use hotswap_protocol::messages::{ClientRequest, LastBuild, RefusedSwap, StatusResult};
 use serde_json::{Value, json};
 
 use crate::fake_editor::FakeEditor;
@@ -503,5 +504,71 @@ async fn an_editor_that_connects_after_a_failed_build_shows_its_errors() {
         .await;
     assert_eq!(published["diagnostics"][0]["code"], "E0308");
     assert_eq!(published["diagnostics"][0]["source"], "hotswap");
+    assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
+}
+
+#[tokio::test]
+async fn a_crash_is_shown_to_the_editor_with_how_it_died_and_what_serves_now() {
+    let workspace = TestWorkspace::new();
+    let (daemon, mut editor) = connected_editor(&workspace, json!({})).await;
+    daemon.emit(&[Event::GenerationCrashed(GenerationCrashed {
+        generation: 4,
+        pid: 4321,
+        cause: "stack overflow in thread 'hotswap-g4' (killed by SIGSEGV)".into(),
+        signal: Some("SIGSEGV (invalid memory access)".into()),
+        exit_code: None,
+        last_words: vec!["thread 'hotswap-g4' has overflowed its stack".into()],
+        request: Some("GET /deep".into()),
+        recovery: CrashRecovery::Restart { snapshot_age_ms: Some(400) },
+        message: "generation 4 crashed: stack overflow in thread 'hotswap-g4' (killed by SIGSEGV) \
+                  while running GET /deep; the same build starts again from the state snapshot of \
+                  0.4 s ago"
+            .into(),
+    })]);
+    let shown = editor.wait_for_message("window/showMessage", "generation 4 crashed").await;
+    assert_eq!(shown["type"], 1, "an error: {shown}");
+    let text = shown["message"].as_str().unwrap();
+    assert!(text.contains("stack overflow") && text.contains("GET /deep"), "{text}");
+    assert!(text.contains("starts again"), "{text}");
+    assert!(text.contains("has overflowed its stack"), "the last words: {text}");
+    assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
+}
+
+/// A stand-in whose last swap was refused before the editor connected.
+struct RefusedBeforeConnecting;
+
+impl Behavior for RefusedBeforeConnecting {
+    fn react(&self, request: &ClientRequest, daemon: &DaemonFacts) -> Reaction {
+        let mut answer = plain_answer(request, daemon);
+        if let (ClientRequest::Status(_), Ok(value)) = (request, &answer) {
+            let mut status: StatusResult = serde_json::from_value(value.clone()).unwrap();
+            status.refused_swap = Some(RefusedSwap {
+                generation: 4,
+                build: Some(6),
+                stage: SwapStage::State,
+                message: "missing field `priority`".into(),
+                serving: Some(3),
+                ago_ms: 2000,
+            });
+            answer = Ok(serde_json::to_value(status).unwrap());
+        }
+        Reaction { answer, events: Vec::new() }
+    }
+}
+
+#[tokio::test]
+async fn an_editor_that_connects_after_a_refused_swap_is_told_the_code_on_disk_is_not_served() {
+    let workspace = TestWorkspace::new();
+    let _daemon = StandInDaemon::start(
+        workspace.endpoint(),
+        LISTEN_ADDRESS,
+        Arc::new(RefusedBeforeConnecting),
+    );
+    let mut editor = FakeEditor::start(workspace.server_environment());
+    editor.initialize(workspace.initialize_params(json!({}))).await;
+    let shown = editor.wait_for_message("window/showMessage", "generation 3 keeps serving").await;
+    let text = shown["message"].as_str().unwrap();
+    assert!(text.contains("build 6 was refused at the state stage"), "{text}");
+    assert!(text.contains("not what serves"), "{text}");
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
 }

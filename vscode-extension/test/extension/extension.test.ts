@@ -72,6 +72,10 @@ async function activate(settings: Record<string, unknown> = {}): Promise<Hotswap
   return api;
 }
 
+function zeroStages() {
+  return { copyMs: 0, loadMs: 0, verifyMs: 0, initMs: 0, stateMs: 0, smokeMs: 0, publishMs: 0 };
+}
+
 function statusText(): string {
   return harness.statusItem.text;
 }
@@ -363,6 +367,51 @@ describe("builds and swaps", () => {
     await waitForStatus(/^\$\(error\) hotswap: swap failed \(verify\)$/);
     assert.equal(harness.messages[0]?.message, 'hotswap: generation 4 was refused at stage "verify": ABI version 2 is not supported');
     await waitFor(() => harness.log.shown > 0, { what: "the log shown" });
+  });
+
+  test("a crash notifies with how the generation died and what serves now", async () => {
+    const daemon = await startDaemon({ generation: 3 });
+    await activate();
+    await daemon.waitForSubscriber();
+    const message =
+      "generation 3 crashed: stack overflow in thread 'hotswap-g3' (killed by SIGSEGV) while running GET /deep; the same build starts again from the state snapshot of 0.4 s ago";
+    daemon.emit({
+      method: "generationCrashed",
+      params: {
+        generation: 3,
+        pid: 4243,
+        cause: "stack overflow in thread 'hotswap-g3' (killed by SIGSEGV)",
+        signal: "SIGSEGV (invalid memory access)",
+        lastWords: ["thread 'hotswap-g3' has overflowed its stack", "fatal runtime error: stack overflow"],
+        request: "GET /deep",
+        recovery: { kind: "restart", snapshotAgeMs: 400 },
+        message,
+      },
+    });
+    await waitForStatus(/^\$\(error\) hotswap: gen 3 crashed$/);
+    assert.equal(harness.messages[0]?.message, `hotswap: ${message}`);
+    assert.ok(harness.log.lines.some((line) => line.includes("has overflowed its stack")), "the last words are logged");
+    daemon.emit({
+      method: "swapFinished",
+      params: { generation: 4, previousGeneration: 3, rollback: false, afterCrash: 3, swapMs: 38.5, stages: zeroStages(), warnings: [] },
+    });
+    await waitForStatus(/^\$\(warning\) gen 4 · after a crash$/);
+  });
+
+  test("a swap refused before the extension connected shows until a swap succeeds", async () => {
+    const daemon = await startDaemon({ generation: 3 });
+    const status = daemon.defaultStatus();
+    daemon.handle("status", () => ({
+      ...status(),
+      refusedSwap: { generation: 4, build: 6, stage: "state", message: "missing field `priority`", serving: 3, agoMs: 2000 },
+    }));
+    await activate();
+    await waitForStatus(/^\$\(error\) hotswap: swap failed \(state\)$/);
+    daemon.emit({
+      method: "swapFinished",
+      params: { generation: 5, previousGeneration: 3, rollback: false, swapMs: 2.5, totalMs: 400, buildMs: 397, stages: zeroStages(), warnings: [] },
+    });
+    await waitForStatus(/^\$\(zap\) gen 5 · 400 ms$/);
   });
 
   test("diagnostics can be switched off and on again", async () => {
