@@ -3,6 +3,7 @@
 
 pub(crate) mod build_variants;
 pub(crate) mod change_under_load;
+pub(crate) mod crash_recovery;
 pub(crate) mod dispatch;
 pub(crate) mod memory_and_idle;
 pub(crate) mod save_to_served;
@@ -29,6 +30,8 @@ pub(crate) struct Effort {
     pub(crate) swap_pairs: usize,
     pub(crate) memory_swaps: usize,
     pub(crate) idle_seconds: u64,
+    /// Generations killed, to time crash → serving again.
+    pub(crate) crashes: usize,
 }
 
 impl Effort {
@@ -42,6 +45,7 @@ impl Effort {
         swap_pairs: 40,
         memory_swaps: 1000,
         idle_seconds: 60,
+        crashes: 30,
     };
 
     /// A few minutes instead of ~20: to check the command works, not to quote.
@@ -55,6 +59,7 @@ impl Effort {
         swap_pairs: 5,
         memory_swaps: 100,
         idle_seconds: 5,
+        crashes: 5,
     };
 }
 

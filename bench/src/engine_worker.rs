@@ -4,7 +4,8 @@
 //! benchmark's own allocations in it.
 //!
 //! The worker is this binary run as `hotswap-bench engine-worker GENERATIONS_DIR`. Commands, one
-//! per line: `swap PATH`, `memory`, `wait-retired N`, `quit`; each answer is one JSON line.
+//! per line: `swap PATH`, `memory`, `wait-retired N`, `kill-current` (SIGKILL to the current
+//! generation's process, as any crash ends it), `quit`; each answer is one JSON line.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -105,6 +106,17 @@ pub(crate) async fn run_worker(generations_dir: PathBuf) -> anyhow::Result<()> {
                 }
                 serde_json::to_value(memory_answer(&engine, &generations_dir))?
             }
+            "kill-current" => {
+                let status = engine.status();
+                match status.generations.first() {
+                    Some(current) => {
+                        // SAFETY: kill(2) on a host process this engine started.
+                        unsafe { libc::kill(current.pid as i32, libc::SIGKILL) };
+                        json!({ "ok": true, "generation": current.generation, "pid": current.pid })
+                    }
+                    None => json!({ "ok": false, "message": "no generation serves" }),
+                }
+            }
             "quit" => break,
             other => json!({ "ok": false, "message": format!("unknown command {other:?}") }),
         };
@@ -129,31 +141,11 @@ fn memory_answer(engine: &Engine, _generations_dir: &Path) -> MemoryAnswer {
         .map_or(0, |sample| sample.resident_kib);
     MemoryAnswer {
         resident_kib: sample.resident_kib + current_kib,
-        host_processes: live_children(),
+        host_processes: crate::machine::children_of(std::process::id()).len(),
         threads: sample.threads,
         ended_generations: status.ended_generations,
         crashes: status.crashes,
     }
-}
-
-/// Live child processes of this process (host processes: the worker starts nothing else).
-fn live_children() -> usize {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let parent = fields.next().and_then(|parent| parent.parse::<u32>().ok());
-            parent == Some(me) && state != Some("Z")
-        })
-        .count()
 }
 
 /// The benchmark's side: a running worker.
@@ -204,6 +196,13 @@ impl EngineWorker {
 
     pub(crate) async fn memory(&mut self) -> anyhow::Result<MemoryAnswer> {
         Ok(serde_json::from_str(&self.command("memory").await?)?)
+    }
+
+    /// Kills the current generation's process; returns the number of the generation killed.
+    pub(crate) async fn kill_current(&mut self) -> anyhow::Result<u64> {
+        let answer: serde_json::Value = serde_json::from_str(&self.command("kill-current").await?)?;
+        anyhow::ensure!(answer["ok"] == true, "kill-current: {answer}");
+        answer["generation"].as_u64().context("the killed generation")
     }
 
     /// Waits until `count` generations were retired (ended after draining, or crashed).

@@ -176,4 +176,38 @@ impl ProcessSample {
             threads: number_after("Threads:", &status),
         })
     }
+
+    /// `pid` and its live children together: a `hotswap serve` and its generations' host
+    /// processes (each generation runs in a process of its own).
+    pub(crate) fn read_family(pid: u32) -> Option<Self> {
+        let mut total = Self::read(pid)?;
+        for child in children_of(pid) {
+            if let Some(sample) = Self::read(child) {
+                total.cpu_ticks += sample.cpu_ticks;
+                total.context_switches += sample.context_switches;
+                total.resident_kib += sample.resident_kib;
+                total.threads += sample.threads;
+            }
+        }
+        Some(total)
+    }
+}
+
+/// The live (not zombie) child processes of `parent`.
+pub(crate) fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let parent_pid = fields.next().and_then(|parent_pid| parent_pid.parse::<u32>().ok());
+            parent_pid == Some(parent) && state != Some("Z")
+        })
+        .collect()
 }

@@ -176,8 +176,8 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
     check_user_style_apps(context, &servers).await?;
     let mut starting_memory = BTreeMap::new();
     for (app, app_servers) in &servers {
-        let resident =
-            ProcessSample::read(app_servers.daemon.pid).map_or(0, |sample| sample.resident_kib);
+        let resident = ProcessSample::read_family(app_servers.daemon.pid)
+            .map_or(0, |sample| sample.resident_kib);
         starting_memory.insert(app.clone(), resident);
     }
     cases::save_to_served::run(context, &mut servers).await?;
@@ -225,6 +225,7 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
 
     cases::build_variants::run(context).await?;
     cases::swap_cost::run(context).await?;
+    cases::crash_recovery::run(context).await?;
     cases::memory_and_idle::run_memory(context).await?;
     Ok(())
 }

@@ -148,8 +148,9 @@ pub(crate) async fn run_idle(
         }
     }
     progress(format_args!("idle: measuring {} idle servers for {seconds} s", processes.len()));
+    // A daemon counts with its generations' host processes (and the spare).
     let before: Vec<Option<ProcessSample>> =
-        processes.iter().map(|(_, pid)| ProcessSample::read(*pid)).collect();
+        processes.iter().map(|(_, pid)| ProcessSample::read_family(*pid)).collect();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -162,7 +163,9 @@ pub(crate) async fn run_idle(
         "resident memory",
     ]);
     for ((name, pid), before) in processes.iter().zip(before) {
-        let (Some(before), Some(after)) = (before, ProcessSample::read(*pid)) else { continue };
+        let (Some(before), Some(after)) = (before, ProcessSample::read_family(*pid)) else {
+            continue;
+        };
         let cpu_ms = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / ticks * 1000.0;
         let wakeups =
             after.context_switches.saturating_sub(before.context_switches) as f64 / elapsed;
@@ -192,8 +195,8 @@ pub(crate) async fn run_idle(
         "now",
     ]);
     for (app, app_servers) in servers {
-        let now =
-            ProcessSample::read(app_servers.daemon.pid).map_or(0, |sample| sample.resident_kib);
+        let now = ProcessSample::read_family(app_servers.daemon.pid)
+            .map_or(0, |sample| sample.resident_kib);
         memory.push(vec![
             format!("{app}: hotswap serve"),
             swaps_per_daemon.get(app).copied().unwrap_or(0).to_string(),
@@ -205,7 +208,8 @@ pub(crate) async fn run_idle(
     section.tables.push(table);
     section.tables.push(memory);
     section.notes.push(
-        "CPU is user + system time from /proc/PID/stat (10 ms ticks); wake-ups are the context switches of all the process's threads. \
+        "CPU is user + system time from /proc/PID/stat (10 ms ticks); wake-ups are the context switches of all the process's threads; \
+         a hotswap serve counts with its children (the current generation's host process and the spare). \
          The daemons had served every change of this run before the idle period; nothing sent them requests during it."
             .to_owned(),
     );
