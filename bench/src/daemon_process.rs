@@ -89,7 +89,7 @@ impl DaemonProcess {
 
     /// `hotswap reload`: build and swap now; answers when the new generation serves.
     pub(crate) async fn reload(&self) -> anyhow::Result<ReloadOutcome> {
-        Ok(self.client.request::<Reload>(NoParams {}).await?)
+        Ok(self.client.request::<Reload>(Default::default()).await?)
     }
 
     pub(crate) async fn status(&self) -> anyhow::Result<StatusResult> {

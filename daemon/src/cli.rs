@@ -14,8 +14,8 @@ use hotswap_protocol::events::{
     BuildOutcome, BuildReason, Diagnostic, Event, RetireOutcome, Severity,
 };
 use hotswap_protocol::messages::{
-    DidSave, DidSaveParams, NoParams, Reload, ReloadOutcome, Rollback, Shutdown, Status,
-    StatusResult, Subscribe,
+    DidSave, DidSaveParams, LoadState, LoadStateParams, NoParams, Reload, ReloadOutcome,
+    ReloadParams, Rollback, Shutdown, State, Status, StatusResult, Subscribe,
 };
 use hotswap_protocol::{Client, ClientError};
 
@@ -23,9 +23,9 @@ use crate::Command;
 
 pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { listen, target_dir } => {
+        Command::Serve { listen, target_dir, fresh_state } => {
             install_logging();
-            serve(ServeOptions { workspace, listen, target_dir }).await?;
+            serve(ServeOptions { workspace, listen, target_dir, fresh_state }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::New { directory, name, sdk_path, sdk_version, target_dir, listen } => {
@@ -36,14 +36,14 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
             println!("{}", endpoint.path().display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reload { json } => {
+        Command::Reload { json, fresh_state } => {
             let (mut client, _) = connect(workspace.as_deref()).await?;
             let show_progress = !json && std::io::stderr().is_terminal();
             if show_progress {
                 client.request::<Subscribe>(NoParams {}).await?;
             }
             let mut events = client.take_events().expect("events not taken yet");
-            let reload = client.request::<Reload>(NoParams {});
+            let reload = client.request::<Reload>(ReloadParams { fresh_state });
             tokio::pin!(reload);
             let outcome = loop {
                 tokio::select! {
@@ -108,6 +108,43 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
                         }
                     },
                     _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
+        Command::State { output, load, json } => {
+            let (client, _) = connect(workspace.as_deref()).await?;
+            match load {
+                Some(file) => {
+                    let path = std::path::absolute(&file)?;
+                    let outcome = client.request::<LoadState>(LoadStateParams { path }).await?;
+                    Ok(print_outcome(&outcome, json))
+                }
+                None => {
+                    let state = client.request::<State>(NoParams {}).await?;
+                    let Some(path) = &state.path else {
+                        eprintln!("generation {} keeps no state", state.generation);
+                        return Ok(ExitCode::SUCCESS);
+                    };
+                    match output {
+                        Some(output) => {
+                            std::fs::copy(path, &output)
+                                .with_context(|| format!("cannot write {}", output.display()))?;
+                            eprintln!(
+                                "the state of generation {} ({} bytes as it moves) is in {}; \
+                                 edit it and load it with `hotswap state --load {}`",
+                                state.generation,
+                                state.bytes,
+                                output.display(),
+                                output.display()
+                            );
+                        }
+                        None => {
+                            let text = std::fs::read_to_string(path)
+                                .with_context(|| format!("cannot read {}", path.display()))?;
+                            println!("{}", text.trim_end());
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
                 }
             }
         }
@@ -266,10 +303,13 @@ fn print_outcome(outcome: &ReloadOutcome, json: bool) -> ExitCode {
             }
             ExitCode::FAILURE
         }
-        ReloadOutcome::SwapFailed { generation, stage, message } => {
+        ReloadOutcome::SwapFailed { generation, stage, message, diagnostics } => {
             if !json {
                 eprintln!("generation {generation} was refused at the {stage} stage: {message}");
-                eprintln!("the current generation keeps serving");
+                for diagnostic in diagnostics {
+                    eprintln!("  {}see here", location(diagnostic));
+                }
+                eprintln!("the current generation keeps serving, with its state");
             }
             ExitCode::FAILURE
         }

@@ -22,7 +22,8 @@
 //! stream_drain_timeout_ms = 10000   # then WebSockets get close 1012 and streamed responses end
 //! snapshot_interval_ms = 1000       # state snapshots while serving: the most a crash loses (0: off)
 //! smoke_path = "/health"            # must answer 2xx before a new generation serves
-//! state_on_import_failure = "fresh" # or "reject"
+//! state_on_import_failure = "reject" # or "fresh": drop a state the new build cannot read
+//! export_timeout_ms = 60000         # then the swap is refused and the old generation keeps its state
 //! init_timeout_ms = 10000
 //! rollback_depth = 5
 //! ```
@@ -116,6 +117,8 @@ pub struct SwapSection {
     pub stream_drain_timeout_ms: u64,
     #[serde(default = "default_snapshot_interval_ms")]
     pub snapshot_interval_ms: u64,
+    #[serde(default = "default_export_timeout_ms", deserialize_with = "positive_u64")]
+    pub export_timeout_ms: u64,
     #[serde(default, deserialize_with = "smoke_path")]
     pub smoke_path: Option<String>,
     #[serde(default = "default_state_policy")]
@@ -132,6 +135,7 @@ impl Default for SwapSection {
             drain_timeout_ms: default_drain_timeout_ms(),
             stream_drain_timeout_ms: default_stream_drain_timeout_ms(),
             snapshot_interval_ms: default_snapshot_interval_ms(),
+            export_timeout_ms: default_export_timeout_ms(),
             smoke_path: None,
             state_on_import_failure: default_state_policy(),
             init_timeout_ms: default_init_timeout_ms(),
@@ -164,6 +168,9 @@ fn default_stream_drain_timeout_ms() -> u64 {
 fn default_snapshot_interval_ms() -> u64 {
     1000
 }
+fn default_export_timeout_ms() -> u64 {
+    60_000
+}
 fn default_max_connections() -> u64 {
     10_000
 }
@@ -171,7 +178,7 @@ fn default_first_byte_timeout_ms() -> u64 {
     10_000
 }
 fn default_state_policy() -> StatePolicy {
-    StatePolicy::Fresh
+    StatePolicy::Reject
 }
 fn default_init_timeout_ms() -> u64 {
     10_000
@@ -315,7 +322,7 @@ mod tests {
         assert_eq!(file.build.profile, "dev");
         assert_eq!(file.build.debounce_ms, 50);
         assert_eq!(file.swap.drain_timeout_ms, 5000);
-        assert_eq!(file.swap.state_on_import_failure, StatePolicy::Fresh);
+        assert_eq!(file.swap.state_on_import_failure, StatePolicy::Reject);
         assert_eq!(file.swap.smoke_path, None);
     }
 

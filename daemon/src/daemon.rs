@@ -16,7 +16,8 @@ use hotswap_protocol::events::{
 use hotswap_protocol::jsonrpc::{ResponseError, error_code};
 use hotswap_protocol::messages::{
     CancelBuildResult, ClientRequest, DidSaveResult, IgnoredPath, InitializeResult, LastBuild,
-    LastCrash, LastSwap, NoParams, PROTOCOL_VERSION, RefusedSwap, ReloadOutcome, StatusResult,
+    LastCrash, LastSwap, NoParams, PROTOCOL_VERSION, RefusedSwap, ReloadOutcome, StateResult,
+    StatusResult,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,6 +72,11 @@ enum Message {
     },
     RollbackDone {
         result: Result<SwapReport, RollbackError>,
+        cause: Instant,
+        reply: Reply,
+    },
+    LoadStateDone {
+        result: Result<SwapReport, SwapFailure>,
         cause: Instant,
         reply: Reply,
     },
@@ -142,6 +148,7 @@ pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHand
         last_build: None,
         last_swap: None,
         refused_swap: None,
+        fresh_state_requested: false,
     };
     if initial_build {
         let now = tokio::time::Instant::now();
@@ -173,6 +180,8 @@ struct Daemon {
     last_swap: Option<(LastSwap, Instant)>,
     /// The last swap refused, until one succeeds: the code on disk is not what serves.
     refused_swap: Option<(RefusedSwap, Instant)>,
+    /// A `reload --fresh-state` waits for its build: that swap starts with a fresh state.
+    fresh_state_requested: bool,
 }
 
 impl Daemon {
@@ -226,6 +235,13 @@ impl Daemon {
                 };
                 let _ = reply.send(outcome.map(to_value));
             }
+            Message::LoadStateDone { result, cause, reply } => {
+                let outcome = match result {
+                    Ok(report) => self.swapped(report, None, cause, false),
+                    Err(failure) => self.swap_failed(failure, None),
+                };
+                let _ = reply.send(Ok(to_value(outcome)));
+            }
         }
         self.swaps.retain(|swap| !swap.is_finished());
     }
@@ -257,9 +273,45 @@ impl Daemon {
                 }
             }
             ClientRequest::DidSave(params) => Ok(to_value(self.did_save(params.paths))),
-            ClientRequest::Reload(NoParams {}) => {
+            ClientRequest::Reload(params) => {
                 self.waiters.push(Waiter { from_build: self.builds_started + 1, reply });
+                if params.fresh_state {
+                    self.fresh_state_requested = true;
+                }
                 self.schedule(BuildReason::Reload, Vec::new(), Duration::ZERO);
+                return;
+            }
+            ClientRequest::State(NoParams {}) => {
+                let engine = self.parts.engine.clone();
+                // Next to the app's snapshot, in a folder of the app's own.
+                let directory = match &engine.config().snapshot_file {
+                    Some(snapshot) => snapshot.with_extension(""),
+                    None => self.parts.build.target_dir.join("state"),
+                };
+                self.swaps.push(tokio::spawn(async move {
+                    let _ = reply.send(current_state_file(&engine, &directory).await.map(to_value));
+                }));
+                return;
+            }
+            ClientRequest::LoadState(params) => {
+                let engine = self.parts.engine.clone();
+                let messages = self.messages.clone();
+                let cause = Instant::now();
+                self.swaps.push(tokio::spawn(async move {
+                    let result = load_state_file(&engine, &params.path).await;
+                    match result {
+                        Ok(result) => {
+                            if let Some(messages) = messages.upgrade() {
+                                let _ = messages
+                                    .send(Message::LoadStateDone { result, cause, reply })
+                                    .await;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = reply.send(Err(error));
+                        }
+                    }
+                }));
                 return;
             }
             ClientRequest::Rollback(NoParams {}) => {
@@ -463,13 +515,17 @@ impl Daemon {
             output.diagnostics.iter().filter(|d| d.severity == Severity::Error).count() as u32;
         let warnings =
             output.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count() as u32;
-        let unchanged = match &output.result {
-            BuildResult::Succeeded { artifact, .. } => {
-                let fingerprint = crate::engine::artifact::Fingerprint::of(artifact).ok();
-                fingerprint.is_some() && fingerprint == self.parts.engine.current_fingerprint()
-            }
-            _ => false,
-        };
+        let fresh_state = matches!(output.result, BuildResult::Succeeded { .. })
+            && std::mem::take(&mut self.fresh_state_requested);
+        // A fresh state on purpose swaps even when the build changed nothing.
+        let unchanged = !fresh_state
+            && match &output.result {
+                BuildResult::Succeeded { artifact, .. } => {
+                    let fingerprint = crate::engine::artifact::Fingerprint::of(artifact).ok();
+                    fingerprint.is_some() && fingerprint == self.parts.engine.current_fingerprint()
+                }
+                _ => false,
+            };
         let outcome = match &output.result {
             BuildResult::Succeeded { .. } if unchanged => BuildOutcome::Unchanged,
             BuildResult::Succeeded { .. } => BuildOutcome::Succeeded,
@@ -538,7 +594,8 @@ impl Daemon {
                 let messages = self.messages.clone();
                 let cause = running.cause;
                 self.swaps.push(tokio::spawn(async move {
-                    let result = engine.swap(&artifact).await;
+                    let options = crate::engine::SwapOptions { fresh_state };
+                    let result = engine.swap_with(&artifact, options).await;
                     if let Some(messages) = messages.upgrade() {
                         let _ = messages
                             .send(Message::SwapDone {
@@ -629,10 +686,21 @@ impl Daemon {
             failure.message,
             self.parts.engine.current_generation().map_or("none".to_owned(), |g| g.to_string()),
         );
+        // A state that does not read points at its struct in the code.
+        let diagnostics: Vec<_> = failure
+            .state_problem
+            .as_ref()
+            .and_then(|problem| {
+                crate::state_source::locate(problem, &self.parts.packages.package_roots)
+            })
+            .into_iter()
+            .collect();
         self.parts.subscribers.send(&Event::SwapFailed(SwapFailed {
             generation: failure.generation,
             stage: failure.stage,
             message: failure.message.clone(),
+            state: failure.state_problem.as_deref().cloned(),
+            diagnostics: diagnostics.clone(),
         }));
         if self.parts.engine.current_generation().is_none() {
             self.parts.engine.set_unavailable_reason(format!(
@@ -655,6 +723,7 @@ impl Daemon {
             generation: failure.generation,
             stage: failure.stage,
             message: failure.message,
+            diagnostics,
         }
     }
 
@@ -723,6 +792,88 @@ impl Daemon {
             crashes: engine.crashes,
         }
     }
+}
+
+/// Writes the current generation's state as JSON into `directory` and says where.
+async fn current_state_file(
+    engine: &Engine,
+    directory: &std::path::Path,
+) -> Result<StateResult, ResponseError> {
+    let failed = |message: String| ResponseError::new(error_code::INTERNAL_ERROR, message);
+    let generation = engine.current_generation().ok_or_else(|| {
+        ResponseError::new(error_code::INVALID_REQUEST, "nothing serves: there is no state to read")
+    })?;
+    let Some(bytes) = engine.current_state().await.map_err(failed)? else {
+        return Ok(StateResult { generation, path: None, bytes: 0 });
+    };
+    let size = bytes.len() as u64;
+    let directory = directory.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let state = hotswap_handler::state_format::envelope_to_json(&bytes)
+            .map_err(|error| format!("the state cannot be read as JSON: {error}"))?;
+        let document = serde_json::json!({
+            "version": state.version,
+            "type": state.type_name,
+            "state": state.state,
+        });
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| format!("cannot create {}: {error}", directory.display()))?;
+        let path = directory.join(format!("generation-{generation}.json"));
+        let partial = path.with_extension("json.partial");
+        let text = serde_json::to_vec_pretty(&document).map_err(|error| error.to_string())?;
+        std::fs::write(&partial, text)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        Ok::<_, String>(StateResult { generation, path: Some(path), bytes: size })
+    })
+    .await
+    .map_err(|error| failed(error.to_string()))?
+    .map_err(failed)
+}
+
+/// Reads a state written by `hotswap state` (or by a person) and swaps the current build in with
+/// it.
+async fn load_state_file(
+    engine: &Engine,
+    path: &std::path::Path,
+) -> Result<Result<SwapReport, SwapFailure>, ResponseError> {
+    let invalid = |message: String| ResponseError::new(error_code::INVALID_PARAMS, message);
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|error| invalid(format!("cannot read {}: {error}", path.display())))?;
+    let document: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|error| invalid(format!("{} is not JSON: {error}", path.display())))?;
+    // The version and type the state is for: from the file, else the current build's.
+    let (version, type_name, state) = match &document {
+        serde_json::Value::Object(object)
+            if object.contains_key("state") && object.contains_key("version") =>
+        {
+            let version = object["version"]
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{}: \"version\" must be a state version number",
+                        path.display()
+                    ))
+                })?;
+            let type_name = object.get("type").and_then(|name| name.as_str()).unwrap_or("State");
+            (version, type_name.to_owned(), object["state"].clone())
+        }
+        _ => {
+            let current = engine.current_state().await.map_err(invalid)?;
+            let header = current
+                .as_deref()
+                .and_then(|bytes| hotswap_handler::abi::state_envelope::parse(bytes).ok())
+                .map(|envelope| (envelope.version, envelope.type_name.to_owned()))
+                .unwrap_or((1, "State".to_owned()));
+            (header.0, header.1, document)
+        }
+    };
+    let envelope =
+        hotswap_handler::state_format::json_to_envelope(&state.to_string(), version, &type_name);
+    let note = format!("the state is the one loaded from {}", path.display());
+    Ok(engine.swap_state(envelope, note).await)
 }
 
 async fn sleep_until(due: Option<tokio::time::Instant>) {

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use hotswap_protocol::control::{LoadCommand, StatePolicy as WireStatePolicy};
 use hotswap_protocol::events::{
     CrashRecovery, Event, GenerationCrashed, GenerationRetired, GenerationState, LogLevel,
-    RetireOutcome, SwapFinished, SwapStage, SwapStages,
+    RetireOutcome, StateProblem, SwapFinished, SwapStage, SwapStages,
 };
 use hotswap_protocol::messages::{GenerationStatus, SnapshotStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -101,8 +101,15 @@ pub struct EngineConfig {
     pub max_body_bytes: u64,
     pub worker_threads: u32,
     pub init_timeout: Duration,
-    /// How long exporting the state may take before the swap gives up on it.
+    /// How long exporting the state may take; past it the swap is refused and the old
+    /// generation keeps serving with its state.
     pub export_timeout: Duration,
+    /// How long a swap waits for the replaced generation's writing requests to finish before
+    /// exporting its state (new connections wait meanwhile).
+    pub hold_timeout: Duration,
+    /// The HTTP address requests held across a swap are forwarded to (default: the address
+    /// [`Engine::serve`] listens on).
+    pub forward_address: Option<std::net::SocketAddr>,
     /// The most verbose level of handler `tracing` records forwarded.
     pub max_log_level: LogLevel,
     /// How many earlier artifacts are kept for rollback.
@@ -110,6 +117,9 @@ pub struct EngineConfig {
     /// How often the current generation's state is snapshotted while it serves requests (the
     /// most a crash can lose); `None`: only at swaps.
     pub snapshot_interval: Option<Duration>,
+    /// Where the last snapshot is kept on disk, for the next `hotswap serve` (`None`: memory
+    /// only).
+    pub snapshot_file: Option<PathBuf>,
     /// Open HTTP connections beyond which new ones are refused with a 503.
     pub max_connections: u64,
     /// A new connection that sends nothing for this long is closed.
@@ -130,14 +140,17 @@ impl EngineConfig {
             drain_timeout: Duration::from_secs(5),
             stream_drain_timeout: Duration::from_secs(10),
             smoke_path: None,
-            state_policy: StatePolicy::Fresh,
+            state_policy: StatePolicy::Reject,
             max_body_bytes: 2 * 1024 * 1024,
             worker_threads: 2,
             init_timeout: Duration::from_secs(10),
             export_timeout: Duration::from_secs(60),
+            hold_timeout: Duration::from_secs(2),
+            forward_address: None,
             max_log_level: LogLevel::Info,
             rollback_depth: 5,
             snapshot_interval: Some(Duration::from_secs(1)),
+            snapshot_file: None,
             max_connections: 10_000,
             first_byte_timeout: Some(Duration::from_secs(10)),
             crash_loop: CrashLoop { crashes: 3, within: Duration::from_secs(10) },
@@ -164,6 +177,30 @@ pub struct SwapFailure {
     pub generation: u64,
     pub stage: SwapStage,
     pub message: String,
+    /// For a state that does not read as the new build's type: where, as the SDK found it.
+    pub state_problem: Option<Box<StateProblem>>,
+}
+
+/// Choices for one swap.
+#[derive(Debug, Clone, Default)]
+pub struct SwapOptions {
+    /// Start the new generation with its `State::default()`: the user dropped the state on
+    /// purpose (`hotswap reload --fresh-state`). The old state is still kept for a rollback.
+    pub fresh_state: bool,
+}
+
+/// Where a new generation's state comes from.
+#[derive(Debug, Clone)]
+enum StateChoice {
+    /// The current generation's state, exported with its writing requests held.
+    FromCurrent,
+    /// The current generation's state is exported (and kept for a rollback), but the new one
+    /// starts without it.
+    FreshOnPurpose,
+    /// The snapshot the engine keeps (after a crash, or when nothing serves).
+    KeptSnapshot,
+    /// This state, with what to say about it.
+    Given { state: Option<Arc<StateSnapshot>>, note: String },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -185,12 +222,15 @@ pub struct EngineStatus {
     pub snapshot: Option<SnapshotStatus>,
 }
 
-/// An artifact that served before the current one, kept for rollback.
+/// An artifact that served before the current one, kept for rollback, with the state it last
+/// exported.
 #[derive(Debug)]
 struct HistoryEntry {
     generation: u64,
     build: u64,
     file: PathBuf,
+    state: Option<Arc<StateSnapshot>>,
+    exported_at: Instant,
 }
 
 /// The last state the daemon holds: exported at a swap, or by the periodic snapshot.
@@ -199,6 +239,18 @@ struct Snapshot {
     state: Option<Arc<StateSnapshot>>,
     generation: u64,
     taken: Instant,
+    /// Set for a snapshot read from disk: the `hotswap serve` before this one left it.
+    from_disk: bool,
+}
+
+/// What is written next to a snapshot on disk.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotFacts {
+    generation: u64,
+    /// When it was taken, in milliseconds since 1970.
+    taken_unix_ms: u64,
+    bytes: u64,
 }
 
 /// Whether connections can be served, as the accept loop sees it.
@@ -217,6 +269,8 @@ enum Availability {
 enum LoadKind {
     Build,
     Rollback,
+    /// The current build again, with another state.
+    Reload,
     /// The same build (or the one before it) after generation `crashed` crashed.
     Recovery {
         crashed: u64,
@@ -264,6 +318,11 @@ struct Inner {
     crash_times: Mutex<HashMap<u64, Vec<Instant>>>,
     refused_connections: AtomicU64,
     last_refusal_log: Mutex<Option<Instant>>,
+    /// Where held requests are forwarded: the configured address, or the one `serve` listens on.
+    forward_address: Mutex<Option<std::net::SocketAddr>>,
+    /// A snapshot is being written to disk / a newer one waits to be.
+    snapshot_writing: AtomicBool,
+    snapshot_dirty: AtomicBool,
 }
 
 impl Engine {
@@ -272,6 +331,7 @@ impl Engine {
         let files = GenerationFiles::new(config.generations_dir.clone())?;
         let (returned_sender, returned) = mpsc::unbounded_channel();
         let (availability, _) = watch::channel(Availability::Unavailable);
+        let forward_address = config.forward_address;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -298,12 +358,19 @@ impl Engine {
                 crash_times: Mutex::default(),
                 refused_connections: AtomicU64::new(0),
                 last_refusal_log: Mutex::new(None),
+                forward_address: Mutex::new(forward_address),
+                snapshot_writing: AtomicBool::new(false),
+                snapshot_dirty: AtomicBool::new(false),
             }),
         })
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    fn forward_address(&self) -> Option<std::net::SocketAddr> {
+        *self.inner.forward_address.lock().expect("forward address")
     }
 
     /// What HTTP clients are told (with a 503) while no generation serves.
@@ -366,6 +433,15 @@ impl Engine {
     /// Loads `artifact` as a new generation and makes it current. On failure the current
     /// generation keeps serving.
     pub async fn swap(&self, artifact: &Path) -> Result<SwapReport, SwapFailure> {
+        self.swap_with(artifact, SwapOptions::default()).await
+    }
+
+    /// [`Engine::swap`] with choices.
+    pub async fn swap_with(
+        &self,
+        artifact: &Path,
+        options: SwapOptions,
+    ) -> Result<SwapReport, SwapFailure> {
         let _one_at_a_time = self.inner.swap_lock.lock().await;
         let number = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         self.check_running(number)?;
@@ -378,10 +454,59 @@ impl Engine {
             .map_err(|error| failure(number, SwapStage::Copy, error.to_string()))?;
         let copy_ms = millis(started.elapsed());
         let build = self.inner.next_build.fetch_add(1, Ordering::Relaxed);
-        self.load(number, build, file, fingerprint, copy_ms, started, LoadKind::Build).await
+        let state = if options.fresh_state {
+            StateChoice::FreshOnPurpose
+        } else {
+            StateChoice::FromCurrent
+        };
+        self.load(number, build, file, fingerprint, copy_ms, started, LoadKind::Build, state).await
     }
 
-    /// Loads the artifact that served before the current one as a new generation.
+    /// Starts the current build again as a new generation with `state` (a state envelope, e.g.
+    /// JSON from `hotswap state --load`) instead of the current state. Refused, keeping the
+    /// current generation and its state, when the state does not read as the build's type.
+    pub async fn swap_state(
+        &self,
+        state: Vec<u8>,
+        note: String,
+    ) -> Result<SwapReport, SwapFailure> {
+        let _one_at_a_time = self.inner.swap_lock.lock().await;
+        let number = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        self.check_running(number)?;
+        let Some(current) = self.published() else {
+            return Err(failure(
+                number,
+                SwapStage::State,
+                "nothing serves: a state can only be loaded into a running app".to_owned(),
+            ));
+        };
+        let state = memfd_state(&state).map_err(|error| {
+            failure(number, SwapStage::State, format!("cannot pass the state on: {error}"))
+        })?;
+        let entry = HistoryEntry {
+            generation: current.number,
+            build: current.build,
+            file: current.library_file.clone(),
+            state: None,
+            exported_at: Instant::now(),
+        };
+        let choice = StateChoice::Given { state: Some(Arc::new(state)), note };
+        self.load_history_entry(number, &entry, LoadKind::Reload, choice).await
+    }
+
+    /// The current generation's state as exported now (an envelope; `None`: it keeps none).
+    pub async fn current_state(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(current) = self.published() else {
+            return Err("nothing serves: there is no state to read".to_owned());
+        };
+        let exported = current.export_state(self.inner.config.export_timeout).await?;
+        exported.map(|state| read_memfd(&state.file)).transpose().map_err(|error| error.to_string())
+    }
+
+    /// Loads the artifact that served before the current one as a new generation. Its state is
+    /// the current one when that reads as the older build's type, else the state the older
+    /// generation last exported (always that one when the current generation was started with a
+    /// fresh state on purpose); the report says which.
     pub async fn rollback(&self) -> Result<SwapReport, RollbackError> {
         let _one_at_a_time = self.inner.swap_lock.lock().await;
         let Some(entry) = self.inner.history.lock().expect("history").pop() else {
@@ -389,8 +514,41 @@ impl Engine {
         };
         let number = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         self.check_running(number)?;
-        match self.load_history_entry(number, &entry, LoadKind::Rollback).await {
-            Ok(report) => {
+        let own_state = || StateChoice::Given {
+            state: entry.state.clone(),
+            note: format!(
+                "the state is the one generation {} last exported, {} ago",
+                entry.generation,
+                age(entry.exported_at.elapsed())
+            ),
+        };
+        let current_started_fresh = self.published().is_some_and(|current| current.started_fresh());
+        let first = if current_started_fresh { own_state() } else { StateChoice::FromCurrent };
+        let mut result =
+            self.load_history_entry(number, &entry, LoadKind::Rollback, first.clone()).await;
+        if let Err(refused) = &result
+            && refused.stage == SwapStage::State
+            && matches!(first, StateChoice::FromCurrent)
+        {
+            // The current state does not read as the older build's type: its own last state.
+            let retry = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+            let why = refused.message.clone();
+            result = self.load_history_entry(retry, &entry, LoadKind::Rollback, own_state()).await;
+            if let Ok(report) = &mut result {
+                report.warnings.push(format!(
+                    "the current state does not read as generation {}'s type ({why})",
+                    entry.generation
+                ));
+            }
+        }
+        match result {
+            Ok(mut report) => {
+                if matches!(first, StateChoice::FromCurrent) && report.warnings.is_empty() {
+                    report.warnings.push(format!(
+                        "the state is the current one, carried back to generation {}'s build",
+                        entry.generation
+                    ));
+                }
                 tracing::info!("rolled back to the artifact of generation {}", entry.generation);
                 self.inner.files.remove(&entry.file);
                 Ok(report)
@@ -407,6 +565,7 @@ impl Engine {
         number: u64,
         entry: &HistoryEntry,
         kind: LoadKind,
+        state: StateChoice,
     ) -> Result<SwapReport, SwapFailure> {
         let started = Instant::now();
         let (file, _) = self
@@ -416,7 +575,7 @@ impl Engine {
             .map_err(|error| failure(number, SwapStage::Copy, error.to_string()))?;
         let fingerprint = Fingerprint::of(&file).ok();
         let copy_ms = millis(started.elapsed());
-        self.load(number, entry.build, file, fingerprint, copy_ms, started, kind).await
+        self.load(number, entry.build, file, fingerprint, copy_ms, started, kind, state).await
     }
 
     fn check_running(&self, number: u64) -> Result<(), SwapFailure> {
@@ -440,6 +599,7 @@ impl Engine {
         copy_ms: f64,
         started: Instant,
         kind: LoadKind,
+        state_choice: StateChoice,
     ) -> Result<SwapReport, SwapFailure> {
         let mut stages = SwapStages { copy_ms, ..SwapStages::default() };
         let config = &self.inner.config;
@@ -463,6 +623,7 @@ impl Engine {
             first_byte_timeout_ms: config
                 .first_byte_timeout
                 .map_or(0, |limit| u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)),
+            forward_address: self.forward_address().map(|address| address.to_string()),
         };
         let links = HostLinks {
             events: self.inner.events.clone(),
@@ -502,36 +663,59 @@ impl Engine {
             StatePolicy::Fresh => WireStatePolicy::Fresh,
             StatePolicy::Reject => WireStatePolicy::Reject,
         };
-        let state = match (kind, current.clone()) {
-            (_, Some(previous)) if !matches!(kind, LoadKind::Recovery { .. }) => {
-                match previous.export_state(config.export_timeout).await {
+        let exports_current =
+            matches!(state_choice, StateChoice::FromCurrent | StateChoice::FreshOnPurpose);
+        // What the replaced generation exported, kept with its artifact for a rollback.
+        let mut exported: Option<Option<Arc<StateSnapshot>>> = None;
+        let held = if exports_current { current.clone() } else { None };
+        let state = match (&state_choice, held.clone()) {
+            (StateChoice::FromCurrent | StateChoice::FreshOnPurpose, Some(previous)) => {
+                // Requests that could write wait until the state is in the new generation (and
+                // then go to it): no write is lost to the export.
+                match previous.host.hold(true, config.hold_timeout).await {
+                    Ok(0) => {}
+                    Ok(running) => warnings.push(format!(
+                        "{running} request(s) that can write (POST, PUT, PATCH, DELETE) were still \
+                         running on generation {} after {} ms when its state was exported; \
+                         what they write from then on is not in generation {number}",
+                        previous.number,
+                        config.hold_timeout.as_millis()
+                    )),
+                    Err(_) => {}
+                }
+                match self.export_with_progress(&previous, number).await {
                     Ok(state) => {
                         let state = state.map(Arc::new);
                         self.keep_snapshot(state.clone(), previous.number);
-                        state
+                        exported = Some(state.clone());
+                        if matches!(state_choice, StateChoice::FreshOnPurpose) {
+                            warnings.push(format!(
+                                "generation {number} starts with a fresh state, as asked; the state of generation {} is kept for `hotswap rollback`",
+                                previous.number
+                            ));
+                            None
+                        } else {
+                            state
+                        }
                     }
-                    Err(message) if config.state_policy == StatePolicy::Reject => {
+                    Err(message) => {
+                        self.release(&previous).await;
                         drop(current);
                         self.dispose(generation);
                         return Err(failure(
                             number,
                             SwapStage::State,
                             format!(
-                                "the state of generation {} could not be exported and the policy \
-                                 is \"reject\": {message}",
-                                previous.number
+                                "the state of generation {} could not be exported, so generation {} keeps serving with it: {message}",
+                                previous.number, previous.number
                             ),
                         ));
                     }
-                    Err(message) => {
-                        warnings.push(format!(
-                            "the state of generation {} could not be exported ({message}); \
-                             generation {number} starts with fresh state",
-                            previous.number
-                        ));
-                        None
-                    }
                 }
+            }
+            (StateChoice::Given { state, note }, _) => {
+                warnings.push(note.clone());
+                state.clone()
             }
             // Nothing serves (the first generation, or after crashes): the kept snapshot.
             _ => {
@@ -539,11 +723,19 @@ impl Engine {
                 match snapshot {
                     Some(snapshot) => {
                         if snapshot.state.is_some() {
-                            warnings.push(format!(
-                                "started from the state snapshot of {} ago (generation {})",
-                                age(snapshot.taken.elapsed()),
-                                snapshot.generation
-                            ));
+                            warnings.push(if snapshot.from_disk {
+                                format!(
+                                    "started from the state the last `hotswap serve` left on disk, taken {} ago (its generation {})",
+                                    age(snapshot.taken.elapsed()),
+                                    snapshot.generation
+                                )
+                            } else {
+                                format!(
+                                    "started from the state snapshot of {} ago (generation {})",
+                                    age(snapshot.taken.elapsed()),
+                                    snapshot.generation
+                                )
+                            });
                         }
                         snapshot.state
                     }
@@ -551,19 +743,33 @@ impl Engine {
                 }
             }
         };
+        if matches!(state_choice, StateChoice::FreshOnPurpose) {
+            generation.mark_started_fresh();
+        }
         // `Handler::new` runs here, while new connections wait: it gets the init timeout.
         match generation.start(state.as_deref(), policy, config.init_timeout).await {
             Ok(None) => {}
-            Ok(Some(reason)) => warnings.push(match previous_number {
-                Some(previous) => format!(
-                    "the state of generation {previous} could not be imported ({reason}); generation {number} starts with fresh state"
-                ),
-                None => format!("the state could not be imported ({reason}); starting fresh"),
-            }),
+            Ok(Some(reason)) => {
+                generation.mark_started_fresh();
+                warnings.push(match previous_number {
+                    Some(previous) => format!(
+                        "the state of generation {previous} could not be imported ({reason}); generation {number} starts with fresh state"
+                    ),
+                    None => format!("the state could not be imported ({reason}); starting fresh"),
+                })
+            }
             Err(start_failure) => {
+                if let Some(previous) = &held {
+                    self.release(previous).await;
+                }
                 drop(current);
                 self.dispose(generation);
-                return Err(failure(number, start_failure.stage, start_failure.message));
+                return Err(SwapFailure {
+                    generation: number,
+                    stage: start_failure.stage,
+                    message: start_failure.message,
+                    state_problem: start_failure.state_problem.map(Box::new),
+                });
             }
         }
         stages.state_ms = millis(clock.elapsed());
@@ -571,6 +777,9 @@ impl Engine {
         if let Some(path) = &config.smoke_path {
             let clock = Instant::now();
             if let Err(message) = smoke::check(&generation, path, SMOKE_TIMEOUT).await {
+                if let Some(previous) = &held {
+                    self.release(previous).await;
+                }
                 drop(current);
                 self.dispose(generation);
                 return Err(failure(number, SwapStage::Smoke, message));
@@ -596,8 +805,8 @@ impl Engine {
         self.watch_for_crash(generation);
 
         if let Some(previous) = previous {
-            if kind == LoadKind::Build {
-                self.remember(&previous);
+            if matches!(kind, LoadKind::Build | LoadKind::Reload) {
+                self.remember(&previous, exported.flatten());
             }
             self.retire(previous);
         }
@@ -612,17 +821,157 @@ impl Engine {
 
     fn keep_snapshot(&self, state: Option<Arc<StateSnapshot>>, generation: u64) {
         *self.inner.snapshot.lock().expect("snapshot") =
-            Some(Snapshot { state, generation, taken: Instant::now() });
+            Some(Snapshot { state, generation, taken: Instant::now(), from_disk: false });
+        self.persist_snapshot();
     }
 
-    /// Keeps the artifact of a replaced generation for rollback, dropping the oldest beyond the
-    /// configured depth.
-    fn remember(&self, generation: &Generation) {
+    /// Writes the kept snapshot to disk in the background (one write at a time; a newer
+    /// snapshot taken meanwhile is written after it), so that the next `hotswap serve` starts
+    /// from it, even after this one was killed.
+    fn persist_snapshot(&self) {
+        if self.inner.config.snapshot_file.is_none() {
+            return;
+        }
+        self.inner.snapshot_dirty.store(true, Ordering::SeqCst);
+        if self.inner.snapshot_writing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            while engine.inner.snapshot_dirty.swap(false, Ordering::SeqCst) {
+                if let Err(error) = engine.write_snapshot() {
+                    tracing::warn!("the state snapshot could not be written to disk: {error}");
+                }
+            }
+            engine.inner.snapshot_writing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    fn write_snapshot(&self) -> io::Result<()> {
+        let Some(path) = &self.inner.config.snapshot_file else { return Ok(()) };
+        let snapshot = self.inner.snapshot.lock().expect("snapshot").clone();
+        let Some(snapshot) = snapshot else { return Ok(()) };
+        let facts_path = path.with_extension("json");
+        let Some(state) = &snapshot.state else {
+            // The app keeps no state now: nothing to bring back.
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&facts_path);
+            return Ok(());
+        };
+        if let Some(directory) = path.parent() {
+            std::fs::create_dir_all(directory)?;
+        }
+        let partial = path.with_extension("partial");
+        {
+            use std::io::Seek as _;
+            let mut source = std::fs::File::from(state.file.try_clone()?);
+            source.rewind()?;
+            let mut target = std::fs::File::create(&partial)?;
+            // copy_file_range: the kernel copies, the state never passes through this process.
+            std::io::copy(&mut source, &mut target)?;
+            target.sync_data()?;
+        }
+        std::fs::rename(&partial, path)?;
+        let taken = std::time::SystemTime::now()
+            .checked_sub(snapshot.taken.elapsed())
+            .unwrap_or_else(std::time::SystemTime::now);
+        let facts = SnapshotFacts {
+            generation: snapshot.generation,
+            taken_unix_ms: taken
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64),
+            bytes: state.bytes,
+        };
+        std::fs::write(&facts_path, serde_json::to_vec(&facts).map_err(io::Error::other)?)?;
+        Ok(())
+    }
+
+    /// Reads the snapshot a previous `hotswap serve` left on disk: the first generation starts
+    /// from it. Returns how old it is, or `None` when there is none.
+    pub fn restore_snapshot_from_disk(&self) -> io::Result<Option<(Duration, u64)>> {
+        let Some(path) = &self.inner.config.snapshot_file else { return Ok(None) };
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let facts: Option<SnapshotFacts> = std::fs::read(path.with_extension("json"))
+            .ok()
+            .and_then(|text| serde_json::from_slice(&text).ok());
+        let age_of = facts
+            .as_ref()
+            .and_then(|facts| {
+                let taken = std::time::UNIX_EPOCH + Duration::from_millis(facts.taken_unix_ms);
+                std::time::SystemTime::now().duration_since(taken).ok()
+            })
+            .unwrap_or_default();
+        let state = memfd_state(&bytes)?;
+        let taken = Instant::now().checked_sub(age_of).unwrap_or_else(Instant::now);
+        let size = state.bytes;
+        *self.inner.snapshot.lock().expect("snapshot") = Some(Snapshot {
+            state: Some(Arc::new(state)),
+            generation: facts.map_or(0, |facts| facts.generation),
+            taken,
+            from_disk: true,
+        });
+        Ok(Some((age_of, size)))
+    }
+
+    /// Forgets the snapshot on disk (`hotswap serve --fresh-state`).
+    pub fn discard_snapshot_on_disk(&self) {
+        if let Some(path) = &self.inner.config.snapshot_file {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(path.with_extension("json"));
+        }
+    }
+
+    /// Lets the replaced generation's writing requests run again (a refused swap).
+    async fn release(&self, generation: &Generation) {
+        let _ = generation.host.hold(false, Duration::ZERO).await;
+    }
+
+    /// Exports `generation`'s state, saying every second that it is still at it (a large state
+    /// takes a while; new connections wait meanwhile).
+    async fn export_with_progress(
+        &self,
+        generation: &Generation,
+        next: u64,
+    ) -> Result<Option<StateSnapshot>, String> {
+        let export = generation.export_state(self.inner.config.export_timeout);
+        tokio::pin!(export);
+        let started = Instant::now();
+        loop {
+            tokio::select! {
+                result = &mut export => return result,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    let message = format!(
+                        "generation {} is still exporting its state for generation {next} ({:.0} s; the limit is `export_timeout_ms`, {} s)",
+                        generation.number,
+                        started.elapsed().as_secs_f64(),
+                        self.inner.config.export_timeout.as_secs()
+                    );
+                    tracing::info!("{message}");
+                    self.inner.events.send(Event::Log(hotswap_protocol::events::LogLine {
+                        level: LogLevel::Info,
+                        target: "hotswap".to_owned(),
+                        message,
+                        generation: None,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Keeps the artifact of a replaced generation for rollback, with the state it exported,
+    /// dropping the oldest beyond the configured depth.
+    fn remember(&self, generation: &Generation, state: Option<Arc<StateSnapshot>>) {
         let mut history = self.inner.history.lock().expect("history");
         history.push(HistoryEntry {
             generation: generation.number,
             build: generation.build,
             file: generation.library_file.clone(),
+            state,
+            exported_at: Instant::now(),
         });
         while history.len() > self.inner.config.rollback_depth {
             let oldest = history.remove(0);
@@ -825,9 +1174,16 @@ impl Engine {
                 generation: crashed.number,
                 build: crashed.build,
                 file: crashed.library_file.clone(),
+                state: None,
+                exported_at: Instant::now(),
             };
             match self
-                .load_history_entry(number, &entry, LoadKind::Recovery { crashed: crashed.number })
+                .load_history_entry(
+                    number,
+                    &entry,
+                    LoadKind::Recovery { crashed: crashed.number },
+                    StateChoice::KeptSnapshot,
+                )
                 .await
             {
                 Ok(swap) => {
@@ -885,7 +1241,12 @@ impl Engine {
         );
         let number = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         match self
-            .load_history_entry(number, &entry, LoadKind::Recovery { crashed: crashed.number })
+            .load_history_entry(
+                number,
+                &entry,
+                LoadKind::Recovery { crashed: crashed.number },
+                StateChoice::KeptSnapshot,
+            )
             .await
         {
             Ok(swap) => {
@@ -968,6 +1329,12 @@ impl Engine {
             self.inner.returned.lock().expect("returned").take().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::AlreadyExists, "the engine is already serving")
             })?;
+        {
+            let mut forward = self.inner.forward_address.lock().expect("forward address");
+            if forward.is_none() {
+                *forward = listener.local_addr().ok();
+            }
+        }
         if self.inner.spare.lock().expect("spare").is_none() {
             self.prepare_spare();
         }
@@ -1169,6 +1536,30 @@ impl Engine {
         }
         if let Some(current) = current {
             let config = &self.inner.config;
+            // The last state, for the next `hotswap serve` (written before the drain: what the
+            // requests still running write after this is lost with the process).
+            if config.snapshot_file.is_some() {
+                match current.export_state(config.export_timeout).await {
+                    Ok(state) => {
+                        *self.inner.snapshot.lock().expect("snapshot") = Some(Snapshot {
+                            state: state.map(Arc::new),
+                            generation: current.number,
+                            taken: Instant::now(),
+                            from_disk: false,
+                        });
+                        let engine = self.clone();
+                        let written =
+                            tokio::task::spawn_blocking(move || engine.write_snapshot()).await;
+                        if let Ok(Err(error)) = written {
+                            tracing::warn!("the last state could not be written to disk: {error}");
+                        }
+                    }
+                    Err(message) => tracing::warn!(
+                        "the last state of generation {} could not be saved: {message}",
+                        current.number
+                    ),
+                }
+            }
             current
                 .host
                 .begin_drain(config.drain_timeout, config.stream_drain_timeout, BEGIN_DRAIN_TIMEOUT)
@@ -1285,7 +1676,32 @@ async fn answer_unavailable(mut stream: tokio::net::TcpStream, unread: Vec<u8>, 
 }
 
 fn failure(generation: u64, stage: SwapStage, message: String) -> SwapFailure {
-    SwapFailure { generation, stage, message }
+    SwapFailure { generation, stage, message, state_problem: None }
+}
+
+/// A state in a sealed memfd, as hosts receive it.
+fn memfd_state(bytes: &[u8]) -> io::Result<StateSnapshot> {
+    use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, memfd_create};
+    use std::io::Write as _;
+    let descriptor =
+        memfd_create("hotswap-state", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let mut file = std::fs::File::from(descriptor);
+    file.write_all(bytes)?;
+    fcntl_add_seals(
+        &file,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )?;
+    Ok(StateSnapshot { file: OwnedFd::from(file), bytes: bytes.len() as u64 })
+}
+
+/// The bytes of a state memfd.
+fn read_memfd(file: &OwnedFd) -> io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::from(file.try_clone()?);
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn millis(duration: Duration) -> f64 {

@@ -21,4 +21,5 @@ pub mod packages;
 pub mod scaffold;
 pub mod serve;
 pub mod server;
+pub mod state_source;
 pub mod subscribers;

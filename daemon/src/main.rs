@@ -33,10 +33,29 @@ enum Command {
         /// Build in this directory instead of the one hotswap.toml names.
         #[arg(long, value_name = "DIR")]
         target_dir: Option<PathBuf>,
+        /// Start with the app's default state, not the one the last `hotswap serve` left.
+        #[arg(long)]
+        fresh_state: bool,
     },
     /// Build and swap now; wait and say how it went.
     Reload {
         /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Start the new generation with the app's default state: drop the current state on
+        /// purpose (`hotswap rollback` brings it back).
+        #[arg(long)]
+        fresh_state: bool,
+    },
+    /// Print the current state as JSON, or load one (through the same checks as a swap).
+    State {
+        /// Write it to FILE instead of printing it.
+        #[arg(long, short = 'o', value_name = "FILE", conflicts_with = "load")]
+        output: Option<PathBuf>,
+        /// Serve the current code again with the state in FILE (JSON, as printed).
+        #[arg(long, value_name = "FILE")]
+        load: Option<PathBuf>,
+        /// With --load: print the outcome as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub workspace: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub target_dir: Option<PathBuf>,
+    /// Do not import the state the last `hotswap serve` of this app left on disk.
+    pub fresh_state: bool,
 }
 
 /// Runs the daemon until SIGINT, SIGTERM or a `shutdown` request.
@@ -113,9 +115,30 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     engine_config.rollback_depth = swap.rollback_depth;
     engine_config.max_body_bytes = config.file.server.max_body_bytes;
     engine_config.worker_threads = config.file.server.worker_threads;
+    // One snapshot per app: a target directory may be shared by several (CARGO_TARGET_DIR).
+    engine_config.snapshot_file = Some(target_dir.join("state").join(format!(
+        "{}-{}.hsstate",
+        packages.library_name,
+        hotswap_protocol::endpoint::workspace_hash(&config.workspace_root)
+    )));
+    engine_config.forward_address = Some(listen_address);
+    engine_config.export_timeout = Duration::from_millis(swap.export_timeout_ms);
     let (sink, mut engine_events) = EventSink::channel(4096);
     let engine = Engine::new(engine_config, sink)
         .with_context(|| format!("cannot use the build directory {}", target_dir.display()))?;
+    if options.fresh_state {
+        engine.discard_snapshot_on_disk();
+        tracing::info!("starting with a fresh state, as asked (--fresh-state)");
+    } else {
+        match engine.restore_snapshot_from_disk() {
+            Ok(Some((age, bytes))) => tracing::info!(
+                "found the state the last `hotswap serve` left ({bytes} bytes, taken {} ago): the first generation starts from it (`hotswap serve --fresh-state` starts empty)",
+                human_age(age)
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::warn!("the state left on disk cannot be read: {error}"),
+        }
+    }
 
     let subscribers = Arc::new(Subscribers::default());
     let (shutdown, shutdown_requested) = watch::channel(false);
@@ -197,6 +220,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&lock_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// "40 s", "3 min", "2 h".
+fn human_age(age: Duration) -> String {
+    let seconds = age.as_secs();
+    match seconds {
+        0..120 => format!("{seconds} s"),
+        120..7200 => format!("{} min", seconds / 60),
+        _ => format!("{} h", seconds / 3600),
+    }
 }
 
 /// The HTTP listening socket, with a backlog deep enough for bursts of connects (the default of

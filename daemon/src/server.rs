@@ -196,7 +196,10 @@ async fn serve_client(
                     break;
                 }
             }
-            ClientRequest::Reload(_) | ClientRequest::Rollback(_) => {
+            ClientRequest::Reload(_)
+            | ClientRequest::Rollback(_)
+            | ClientRequest::State(_)
+            | ClientRequest::LoadState(_) => {
                 if long_requests.len() >= MAX_LONG_REQUESTS {
                     let error = ResponseError::new(
                         error_code::INVALID_REQUEST,

@@ -90,6 +90,118 @@ pub mod response_permit {
     pub const ALREADY_ANSWERED: u32 = 0;
 }
 
+/// The bytes a state travels in between generations (`export_state` writes them, `start` reads
+/// them): a header the host and the daemon can read without the app's types, then the state
+/// itself in a self-describing format.
+///
+/// ```text
+/// 8 bytes   MAGIC
+/// u32 LE    the exporting app's `Handler::STATE_VERSION`
+/// u8        FORMAT_MESSAGEPACK or FORMAT_JSON
+/// u16 LE    length of the type name, then the type name (UTF-8, as the app wrote it)
+/// rest      the state
+/// ```
+pub mod state_envelope {
+    pub const MAGIC: [u8; 8] = *b"HSSTATE1";
+    /// MessagePack, structs as maps with their field names (so that fields can be added,
+    /// renamed or found missing), human-readable forms (a UUID as its text), byte sequences as
+    /// one binary value.
+    pub const FORMAT_MESSAGEPACK: u8 = 1;
+    /// JSON (a state written by a person, or by `hotswap state`).
+    pub const FORMAT_JSON: u8 = 2;
+
+    /// A state's header and bytes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Envelope<'a> {
+        pub version: u32,
+        pub format: u8,
+        pub type_name: &'a str,
+        pub payload: &'a [u8],
+    }
+
+    /// The header of a state, to be followed by its payload.
+    pub fn header(version: u32, format: u8, type_name: &str) -> alloc_free::Header {
+        alloc_free::Header::new(version, format, type_name)
+    }
+
+    /// Reads an envelope; `Err` says what is wrong with it.
+    pub fn parse(bytes: &[u8]) -> Result<Envelope<'_>, &'static str> {
+        if bytes.len() < 15 || bytes[..8] != MAGIC {
+            return Err("not a hotswap state (no HSSTATE1 header)");
+        }
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let format = bytes[12];
+        let name_length = u16::from_le_bytes([bytes[13], bytes[14]]) as usize;
+        let Some(type_name) = bytes.get(15..15 + name_length) else {
+            return Err("a hotswap state cut short in its header");
+        };
+        let Ok(type_name) = core::str::from_utf8(type_name) else {
+            return Err("a hotswap state whose type name is not UTF-8");
+        };
+        if format != FORMAT_MESSAGEPACK && format != FORMAT_JSON {
+            return Err("a hotswap state in an unknown format");
+        }
+        Ok(Envelope { version, format, type_name, payload: &bytes[15 + name_length..] })
+    }
+
+    /// A header without allocation (this module has no dependencies).
+    pub mod alloc_free {
+        /// Up to 255 bytes of type name.
+        #[derive(Debug, Clone, Copy)]
+        pub struct Header {
+            bytes: [u8; 15 + 255],
+            length: usize,
+        }
+
+        impl Header {
+            pub fn new(version: u32, format: u8, type_name: &str) -> Self {
+                let mut name = type_name.as_bytes();
+                if name.len() > 255 {
+                    let mut end = 255;
+                    while !type_name.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    name = &name[..end];
+                }
+                let mut bytes = [0u8; 15 + 255];
+                bytes[..8].copy_from_slice(&super::MAGIC);
+                bytes[8..12].copy_from_slice(&version.to_le_bytes());
+                bytes[12] = format;
+                bytes[13..15].copy_from_slice(&(name.len() as u16).to_le_bytes());
+                bytes[15..15 + name.len()].copy_from_slice(name);
+                Self { bytes, length: 15 + name.len() }
+            }
+
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.bytes[..self.length]
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn headers_round_trip() {
+            let header = header(3, FORMAT_MESSAGEPACK, "TodoState");
+            let mut bytes = header.as_bytes().to_vec();
+            bytes.extend_from_slice(b"payload");
+            assert_eq!(
+                parse(&bytes),
+                Ok(Envelope {
+                    version: 3,
+                    format: FORMAT_MESSAGEPACK,
+                    type_name: "TodoState",
+                    payload: b"payload"
+                })
+            );
+            assert!(parse(b"{\"json\": true}").is_err());
+            assert!(parse(&bytes[..16]).is_err());
+        }
+    }
+}
+
 /// Log levels, for [`InitConfig::max_log_level`] and [`HostCallbacks::log`].
 pub mod log_level {
     pub const OFF: u32 = 0;
@@ -171,6 +283,10 @@ pub struct InitConfig {
     pub max_body_bytes: u64,
     /// A new connection that sends nothing for this long is closed (0: never).
     pub first_byte_timeout_ms: u64,
+    /// The daemon's HTTP address (`127.0.0.1:3000`, UTF-8; empty: none, as in the standalone
+    /// server). A request held while the state moved is forwarded there once this generation
+    /// drains, so that the generation with the state answers it. Valid during `init` only.
+    pub forward_address: ByteSlice,
 }
 
 /// What `init` hands back.
@@ -256,9 +372,12 @@ pub struct HandlerFunctions {
         host: *const HostCallbacks,
         out: *mut InitResult,
     ),
-    /// Creates the app, with the state exported by the previous generation (empty: none), under
-    /// a [`state_policy`]. Returns a [`status`]: OK, STARTED_FRESH, FAILED or PANICKED, with a
-    /// message in `message` for all but OK.
+    /// Creates the app, with the state exported by the previous generation (a
+    /// [`state_envelope`]; empty: none), under a [`state_policy`]. Returns a [`status`]: OK,
+    /// STARTED_FRESH, FAILED or PANICKED, with a message in `message` for all but OK. For FAILED
+    /// (the state does not import) the message is a JSON object: `{"message": text, "struct":
+    /// name?, "field": name?, "path": path?}`, naming where in the state and in which struct of
+    /// the new type it failed.
     pub start: unsafe extern "C" fn(
         instance: *mut c_void,
         state: ByteSlice,
@@ -281,6 +400,12 @@ pub struct HandlerFunctions {
     /// Serializes the app's state into `out` (left empty when the app keeps none). Returns a
     /// [`status`]; on failure `out` holds the message.
     pub export_state: unsafe extern "C" fn(instance: *mut c_void, out: *mut OwnedBuffer) -> u32,
+    /// `on` 1: requests that can write (any method but GET, HEAD, OPTIONS and TRACE) wait before
+    /// their handler runs, and the call returns once none is running, or after `timeout_ms`,
+    /// with how many still run: the state can then be exported without losing a write. `on` 0:
+    /// they go on. Requests still held when the generation drains are forwarded to
+    /// `InitConfig::forward_address`, where the next generation answers them.
+    pub hold: unsafe extern "C" fn(instance: *mut c_void, on: u32, timeout_ms: u64) -> u64,
     /// Drops the app, stops the runtime and joins its threads, waiting at most `timeout_ms`.
     /// Frees the instance. Returns OK, THREADS_LEFT (some did not stop in time) or PANICKED,
     /// with a message for the last two.
@@ -335,6 +460,7 @@ pub const LAYOUT_HASH: u64 = {
     hash = hash.u64(offset_of!(InitConfig, max_log_level) as u64);
     hash = hash.u64(offset_of!(InitConfig, max_body_bytes) as u64);
     hash = hash.u64(offset_of!(InitConfig, first_byte_timeout_ms) as u64);
+    hash = hash.u64(offset_of!(InitConfig, forward_address) as u64);
     hash = hash.layout(size_of::<InitResult>(), align_of::<InitResult>());
     hash = hash.u64(offset_of!(InitResult, status) as u64);
     hash = hash
@@ -367,6 +493,7 @@ pub const LAYOUT_HASH: u64 = {
     hash = hash.u64(offset_of!(HandlerFunctions, serve_connection) as u64);
     hash = hash.u64(offset_of!(HandlerFunctions, begin_drain) as u64);
     hash = hash.u64(offset_of!(HandlerFunctions, export_state) as u64);
+    hash = hash.u64(offset_of!(HandlerFunctions, hold) as u64);
     hash = hash.u64(offset_of!(HandlerFunctions, shutdown) as u64);
     hash = hash.u64(offset_of!(HandlerFunctions, free_buffer) as u64);
     hash = hash.layout(size_of::<HandlerHeader>(), align_of::<HandlerHeader>());

@@ -37,6 +37,9 @@ pub use sdk::{Body, BoxError, Handler, Request, Response};
 #[cfg(feature = "axum")]
 pub mod axum;
 
+#[cfg(feature = "state-format")]
+pub mod state_format;
+
 #[cfg(feature = "standalone")]
 pub mod standalone;
 

@@ -36,8 +36,12 @@ pub type Response = http::Response<Body>;
 /// [`new`]: Handler::new
 /// [`handle`]: Handler::handle
 pub trait Handler: Send + Sync + Sized + 'static {
-    /// Data that survives swaps: exported from the old generation as JSON and imported by the
-    /// new one. Use `()` for none.
+    /// Data that survives swaps (and crashes, and restarts of `hotswap serve`): exported by the
+    /// old generation and imported by the new one, field by field (MessagePack with field
+    /// names). Add a field with `#[serde(default)]`; rename one with `#[serde(alias = "old")]`;
+    /// anything else, bump [`Handler::STATE_VERSION`]. A state that does not fit is refused with
+    /// the place and the fix, never dropped. Use `()` for none; keep large binary values in
+    /// `bytes::Bytes` (they move as one block; a `Vec<u8>` moves byte by byte).
     type State: Serialize + DeserializeOwned + Default + Send + 'static;
 
     /// Bump this when `State` changes in a way serde cannot read from the old JSON, and
@@ -55,8 +59,8 @@ pub trait Handler: Send + Sync + Sized + 'static {
     }
 
     /// Turns state exported under another [`Handler::STATE_VERSION`] into this version's
-    /// `State`. The default reads the JSON as the current type (which works when fields were
-    /// only added with `#[serde(default)]`).
+    /// `State`, from its JSON form (map keys as strings, bytes as arrays of numbers). The default
+    /// reads the JSON as the current type.
     fn migrate_state(from_version: u32, state: serde_json::Value) -> Result<Self::State, String> {
         serde_json::from_value(state).map_err(|error| {
             format!(

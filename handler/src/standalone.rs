@@ -227,6 +227,7 @@ impl LinkedGeneration {
             max_log_level: options.max_log_level,
             max_body_bytes: options.max_body_bytes,
             first_byte_timeout_ms: 0,
+            forward_address: ByteSlice::EMPTY,
         };
         let mut result = InitResult {
             status: status::FAILED,

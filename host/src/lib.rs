@@ -175,6 +175,16 @@ impl Generation {
                 }
             }
             HostCommand::ExportState { request } => self.export(request),
+            HostCommand::Hold { on, timeout_ms } => {
+                let running = match &self.loaded {
+                    // SAFETY: the instance is live; the call blocks at most `timeout_ms`.
+                    Some(loaded) if loaded.started => unsafe {
+                        (loaded.functions.hold)(loaded.instance, u32::from(on), timeout_ms)
+                    },
+                    _ => 0,
+                };
+                reports.send(&HostReport::Held { writes_running: running }, b"", Vec::new());
+            }
             HostCommand::BeginDrain { purge_after_ms, streams_after_ms } => {
                 self.state.draining.store(true, Ordering::SeqCst);
                 if let Some(loaded) = &self.loaded {
@@ -245,6 +255,9 @@ impl Generation {
             },
             max_body_bytes: load.max_body_bytes,
             first_byte_timeout_ms: load.first_byte_timeout_ms,
+            forward_address: ByteSlice::new(
+                load.forward_address.as_deref().unwrap_or_default().as_bytes(),
+            ),
         };
         let callbacks = self.state.callbacks();
         let mut result = InitResult {

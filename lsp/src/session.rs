@@ -15,7 +15,7 @@ use hotswap_protocol::events::{
 };
 use hotswap_protocol::messages::{
     CancelBuild, CancelBuildResult, DidSave, DidSaveParams, DidSaveResult, NoParams, Reload,
-    ReloadOutcome, Rollback, Status, StatusResult,
+    ReloadOutcome, ReloadParams, Rollback, Status, StatusResult,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -49,14 +49,17 @@ const PROGRESS_CREATE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HotswapCommand {
     Reload,
+    /// Reload, dropping the state on purpose.
+    ReloadFreshState,
     Rollback,
     Status,
     CancelBuild,
 }
 
 impl HotswapCommand {
-    pub(crate) const ALL: [HotswapCommand; 4] = [
+    pub(crate) const ALL: [HotswapCommand; 5] = [
         HotswapCommand::Reload,
+        HotswapCommand::ReloadFreshState,
         HotswapCommand::Rollback,
         HotswapCommand::Status,
         HotswapCommand::CancelBuild,
@@ -65,6 +68,7 @@ impl HotswapCommand {
     pub(crate) fn name(self) -> &'static str {
         match self {
             HotswapCommand::Reload => "hotswap.reload",
+            HotswapCommand::ReloadFreshState => "hotswap.reloadFreshState",
             HotswapCommand::Rollback => "hotswap.rollback",
             HotswapCommand::Status => "hotswap.status",
             HotswapCommand::CancelBuild => "hotswap.cancelBuild",
@@ -224,6 +228,8 @@ pub(crate) struct Session {
     published: PublishedDiagnostics,
     build_progress: Option<BuildProgressView>,
     serving_generation: Option<u64>,
+    /// The last complete build's diagnostics, shown again with a state refusal's.
+    last_build_diagnostics: Vec<hotswap_protocol::events::Diagnostic>,
 }
 
 impl std::fmt::Debug for Session {
@@ -287,6 +293,7 @@ impl Session {
             published: PublishedDiagnostics::default(),
             build_progress: None,
             serving_generation: None,
+            last_build_diagnostics: Vec::new(),
         }
     }
 
@@ -500,7 +507,9 @@ impl Session {
             }
         };
         match command {
-            HotswapCommand::Reload | HotswapCommand::Rollback => {
+            HotswapCommand::Reload
+            | HotswapCommand::ReloadFreshState
+            | HotswapCommand::Rollback => {
                 // A build can take long; the answer is the outcome's events (progress, messages),
                 // so the editor gets its answer now and never waits for cargo.
                 let _ = reply.send(Ok(None));
@@ -509,7 +518,11 @@ impl Session {
                         HotswapCommand::Rollback => {
                             daemon_link::request::<Rollback>(requests, NoParams {}, None).await
                         }
-                        _ => daemon_link::request::<Reload>(requests, NoParams {}, None).await,
+                        _ => {
+                            let fresh_state = command == HotswapCommand::ReloadFreshState;
+                            let params = ReloadParams { fresh_state };
+                            daemon_link::request::<Reload>(requests, params, None).await
+                        }
                     };
                     TaskOutcome::ReloadAnswered { command, result }
                 });
@@ -783,6 +796,18 @@ impl Session {
                 self.tell(MessageType::INFO, &user_messages::swap_finished(&event)).await;
             }
             Event::SwapFailed(event) => {
+                if !event.diagnostics.is_empty() {
+                    // The struct a state does not fit, beside the build's own diagnostics.
+                    let mut diagnostics = self.last_build_diagnostics.clone();
+                    diagnostics.extend(event.diagnostics.iter().cloned());
+                    let shown = BuildFinished {
+                        build: 0,
+                        outcome: BuildOutcome::Succeeded,
+                        duration_ms: 0.0,
+                        diagnostics,
+                    };
+                    self.publish_diagnostics(&shown).await;
+                }
                 if let Some(view) = self.build_progress.take() {
                     view.progress
                         .finish_with_message(user_messages::swap_failed_progress(&event))
@@ -859,6 +884,7 @@ impl Session {
     async fn on_build_finished(&mut self, event: BuildFinished) {
         // A cancelled build's diagnostics are incomplete: keep showing the last complete set.
         if event.outcome != BuildOutcome::Cancelled {
+            self.last_build_diagnostics = event.diagnostics.clone();
             self.publish_diagnostics(&event).await;
         }
         if let Some(view) = self.build_progress.take() {

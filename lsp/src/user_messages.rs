@@ -436,8 +436,13 @@ mod tests {
             swap_finished(&rollback),
             "hotswap: rolled back; generation 4 serves the previous code (swap 4 ms)"
         );
-        let failed =
-            SwapFailed { generation: 5, stage: SwapStage::Init, message: "app panicked".into() };
+        let failed = SwapFailed {
+            generation: 5,
+            stage: SwapStage::Init,
+            message: "app panicked".into(),
+            state: None,
+            diagnostics: vec![],
+        };
         assert_eq!(
             swap_failed(&failed, Some(4)),
             "hotswap: the new code was not loaded (stage init): app panicked; generation 4 keeps serving"

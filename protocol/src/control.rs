@@ -56,6 +56,9 @@ pub enum HostCommand {
     /// Export the app's state. Answered by [`HostReport::StateExported`] or
     /// [`HostReport::ExportFailed`] with the same `request`.
     ExportState { request: u64 },
+    /// Hold (`on`) or release the requests that can write, before the state is exported: with
+    /// `on`, answered once none runs or after `timeout_ms`, by [`HostReport::Held`].
+    Hold { on: bool, timeout_ms: u64 },
     /// Stop taking new requests on kept-alive connections and give idle ones back; after
     /// `purge_after_ms` answer requests still running with 503; after `streams_after_ms` end
     /// long-lived streams (WebSocket close 1012, end of an SSE stream). Answered by
@@ -79,6 +82,9 @@ pub struct LoadCommand {
     pub max_body_bytes: u64,
     /// A new connection that sends nothing for this long is closed (0: never).
     pub first_byte_timeout_ms: u64,
+    /// Where requests held across a swap are forwarded (the daemon's HTTP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_address: Option<String>,
 }
 
 /// What `start` does with a state that does not import.
@@ -142,6 +148,10 @@ pub enum HostReport {
     ExportFailed {
         request: u64,
         message: String,
+    },
+    /// The answer to [`HostCommand::Hold`]: how many writing requests still run.
+    Held {
+        writes_running: u64,
     },
     Draining,
     /// A draining host serves no connection any more; `received` counts every connection it was

@@ -220,6 +220,30 @@ pub struct SwapFailed {
     pub generation: u64,
     pub stage: SwapStage,
     pub message: String,
+    /// For a state that does not read as the new build's type: where it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateProblem>,
+    /// Places in the code the refusal is about (the struct of a state that does not read), for
+    /// editors to show with the build's diagnostics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Why a state does not read as the new build's `State`, as the app's SDK found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateProblem {
+    /// The whole explanation, with the fixes.
+    pub message: String,
+    /// The struct of the new state type where it failed, as written in the code.
+    #[serde(rename = "struct", default, skip_serializing_if = "Option::is_none")]
+    pub struct_name: Option<String>,
+    /// The field concerned: missing, of another type, or no longer read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The path inside the state, e.g. `items["3f2a"].priority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// Where a swap failed.

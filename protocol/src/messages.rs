@@ -85,7 +85,7 @@ methods! {
     /// packages, and answers at once with which paths it took and which it ignored.
     DidSave = "didSave" (DidSaveParams) -> DidSaveResult;
     /// Build and swap now; answers when the new generation serves (or why it does not).
-    Reload = "reload" (NoParams) -> ReloadOutcome;
+    Reload = "reload" (ReloadParams) -> ReloadOutcome;
     /// Load the artifact that served before the current one again, as a new generation.
     Rollback = "rollback" (NoParams) -> ReloadOutcome;
     /// What the daemon is serving and doing.
@@ -94,8 +94,43 @@ methods! {
     Subscribe = "subscribe" (NoParams) -> SubscribeResult;
     /// Stop the build in progress, if any.
     CancelBuild = "cancelBuild" (NoParams) -> CancelBuildResult;
-    /// Stop the daemon: finish in-flight HTTP requests, unload, exit.
+    /// Stop the daemon: finish in-flight HTTP requests, end every generation, exit.
     Shutdown = "shutdown" (NoParams) -> NoParams;
+    /// The current generation's state as JSON, written to a file the answer names.
+    State = "state" (NoParams) -> StateResult;
+    /// Serve the current build again with the state in a JSON file (as `state` writes it), through
+    /// the same checks as a swap: a state that does not read is refused and the old one kept.
+    LoadState = "loadState" (LoadStateParams) -> ReloadOutcome;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadParams {
+    /// Start the new generation with its default state: drop the current state on purpose
+    /// (it is kept for `rollback`). The swap happens even when the build changed nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh_state: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadStateParams {
+    /// A JSON file: `{"version": N, "type": "...", "state": ...}` as `state` writes it, or the
+    /// bare state (then read as the current build's state version).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateResult {
+    /// The generation whose state it is.
+    pub generation: u64,
+    /// The file holding `{"version": N, "type": "...", "state": ...}`; absent when the app keeps
+    /// no state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Size of the state as it moves between generations.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +230,9 @@ pub enum ReloadOutcome {
         generation: u64,
         stage: SwapStage,
         message: String,
+        /// Places in the code the refusal is about (the struct of a state that does not read).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        diagnostics: Vec<Diagnostic>,
     },
     /// The build was cancelled (`cancelBuild`, or the daemon is stopping).
     #[serde(rename_all = "camelCase")]

@@ -11,7 +11,7 @@ use hotswap_protocol::jsonrpc::{
 };
 use hotswap_protocol::messages::{
     CancelBuild, CancelBuildResult, ClientRequest, InitializeResult, NoParams, Reload,
-    ReloadOutcome, Status, Subscribe, SubscribeResult,
+    ReloadOutcome, ReloadParams, Status, Subscribe, SubscribeResult,
 };
 use hotswap_protocol::{Client, ClientError, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
@@ -115,7 +115,7 @@ async fn client_talks_to_a_server_over_a_real_socket() {
     // A slow request does not hold up a fast one on the same connection.
     let started = std::time::Instant::now();
     let (reload, cancel) = tokio::join!(
-        client.request::<Reload>(NoParams {}),
+        client.request::<Reload>(ReloadParams::default()),
         client.request::<CancelBuild>(NoParams {})
     );
     assert!(cancel.unwrap().cancelled);
@@ -162,7 +162,7 @@ async fn a_daemon_that_goes_away_fails_waiting_requests() {
         reader.next_line().await.unwrap();
     });
     let client = Client::connect(&endpoint).await.unwrap();
-    let error = client.request::<Reload>(NoParams {}).await.unwrap_err();
+    let error = client.request::<Reload>(ReloadParams::default()).await.unwrap_err();
     assert!(matches!(error, ClientError::Disconnected), "{error:?}");
     server.await.unwrap();
 }

@@ -12,7 +12,8 @@ use hotswap_protocol::jsonrpc::{
     encode_error, encode_event, encode_request, encode_result,
 };
 use hotswap_protocol::messages::{
-    CancelBuild, DidSave, Initialize, Method, Reload, Rollback, Shutdown, Status, Subscribe,
+    CancelBuild, DidSave, Initialize, LoadState, Method, Reload, Rollback, Shutdown, State, Status,
+    Subscribe,
 };
 use serde_json::Value;
 
@@ -49,6 +50,8 @@ fn typed_result_roundtrip(method: &str, result: Value) -> Value {
         "subscribe" => roundtrip::<Subscribe>(result),
         "cancelBuild" => roundtrip::<CancelBuild>(result),
         "shutdown" => roundtrip::<Shutdown>(result),
+        "state" => roundtrip::<State>(result),
+        "loadState" => roundtrip::<LoadState>(result),
         other => panic!("vector names unknown method {other}"),
     }
 }
@@ -190,6 +193,6 @@ fn control_vectors_decode_and_encode_back() {
             other => panic!("{name}: unknown sender {other}"),
         }
     }
-    assert_eq!(commands.len(), 6, "every command has a vector: {commands:?}");
-    assert_eq!(reports.len(), 14, "every report has a vector: {reports:?}");
+    assert_eq!(commands.len(), 7, "every command has a vector: {commands:?}");
+    assert_eq!(reports.len(), 15, "every report has a vector: {reports:?}");
 }

@@ -79,6 +79,19 @@ export function reload(ctx: Ctx): Command {
   };
 }
 
+/** Reload, starting the new generation with the app's default state (the old one stays for a rollback). */
+export function reloadFreshState(ctx: Ctx): Command {
+  return async (root) => {
+    const session = sessionOrWarn(ctx, root);
+    if (session === undefined) return;
+    try {
+      logOutcome(ctx, session, "reload with a fresh state", await session.request("reload", { freshState: true }));
+    } catch (error) {
+      reportFailure(ctx, session, "reload with a fresh state", error);
+    }
+  };
+}
+
 export function rollback(ctx: Ctx): Command {
   return async (root) => {
     const session = sessionOrWarn(ctx, root);
@@ -225,6 +238,7 @@ export function showMenu(ctx: Ctx): Command {
 /** Every command id with its factory; `package.json` contributes the same ids. */
 export const COMMANDS: Record<string, (ctx: Ctx) => Command> = {
   "hotswap.reload": reload,
+  "hotswap.reloadFreshState": reloadFreshState,
   "hotswap.rollback": rollback,
   "hotswap.showStatus": showStatus,
   "hotswap.showLog": showLog,

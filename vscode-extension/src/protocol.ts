@@ -145,6 +145,7 @@ const reloadOutcome = tagged("outcome", {
     generation: required(unsigned),
     stage: required(swapStage),
     message: required(string),
+    diagnostics: omittedWhenEmpty(array(diagnostic)),
   },
   cancelled: {
     reason: required(string),
@@ -244,12 +245,17 @@ const statusResult = object({
 export const methods = {
   initialize: { params: initializeParams, result: initializeResult },
   didSave: { params: didSaveParams, result: didSaveResult },
-  reload: { params: noParams, result: reloadOutcome },
+  reload: { params: object({ freshState: optional(boolean) }), result: reloadOutcome },
   rollback: { params: noParams, result: reloadOutcome },
   status: { params: noParams, result: statusResult },
   subscribe: { params: noParams, result: object({ subscribed: required(boolean) }) },
   cancelBuild: { params: noParams, result: object({ cancelled: required(boolean) }) },
   shutdown: { params: noParams, result: noParams },
+  state: {
+    params: noParams,
+    result: object({ generation: required(unsigned), path: optional(string), bytes: required(unsigned) }),
+  },
+  loadState: { params: object({ path: required(string) }), result: reloadOutcome },
 } as const;
 
 export type MethodName = keyof typeof methods;
@@ -301,6 +307,15 @@ const events = {
     generation: required(unsigned),
     stage: required(swapStage),
     message: required(string),
+    state: optional(
+      object({
+        message: required(string),
+        struct: optional(string),
+        field: optional(string),
+        path: optional(string),
+      }),
+    ),
+    diagnostics: omittedWhenEmpty(array(diagnostic)),
   }),
   generationRetired: object({
     generation: required(unsigned),

@@ -39,6 +39,8 @@ export class AppSession implements vscode.Disposable {
   private readonly collection: vscode.DiagnosticCollection;
   /** The diagnostics of the last finished build, kept to show them again when switched back on. */
   private lastDiagnostics: readonly Diagnostic[] = [];
+  /** The last complete build's diagnostics (Problems shows them with a refused state's). */
+  private buildDiagnostics: readonly Diagnostic[] = [];
   private pendingSaves = new Set<string>();
   private saveTimer: NodeJS.Timeout | undefined;
   private everConnected = false;
@@ -169,6 +171,7 @@ export class AppSession implements vscode.Disposable {
     switch (event.method) {
       case "buildFinished":
         if (event.params.outcome !== "cancelled") {
+          this.buildDiagnostics = event.params.diagnostics;
           this.lastDiagnostics = event.params.diagnostics;
           this.refreshDiagnostics();
         }
@@ -184,6 +187,11 @@ export class AppSession implements vscode.Disposable {
         }
         break;
       case "swapFailed":
+        if (event.params.diagnostics.length > 0) {
+          // The struct a state does not fit, in Problems beside the build's own diagnostics.
+          this.lastDiagnostics = [...this.buildDiagnostics, ...event.params.diagnostics];
+          this.refreshDiagnostics();
+        }
         this.notifyFailure(
           `hotswap: generation ${event.params.generation} was refused at stage "${event.params.stage}": ${event.params.message}`,
         );

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hotswap_protocol::control::{LoadCommand, LoadStage, StatePolicy};
-use hotswap_protocol::events::SwapStage;
+use hotswap_protocol::events::{StateProblem, SwapStage};
 use tokio::sync::watch;
 
 use super::artifact::Fingerprint;
@@ -35,6 +35,9 @@ pub struct Generation {
     pub retired_at: Mutex<Option<Instant>>,
     /// Set when the engine ends it on purpose (retired, refused): its exit is then no crash.
     pub ending: AtomicBool,
+    /// Started without the previous generation's state (dropped on purpose, or under the
+    /// `fresh` policy): a rollback then brings back the older state.
+    started_fresh: AtomicBool,
 }
 
 /// Why a generation could not start, with the stage to report.
@@ -42,6 +45,8 @@ pub struct Generation {
 pub struct StartFailure {
     pub stage: SwapStage,
     pub message: String,
+    /// For a state that does not read: where, as the SDK found it.
+    pub state_problem: Option<StateProblem>,
 }
 
 impl Generation {
@@ -70,6 +75,7 @@ impl Generation {
                     host,
                     retired_at: Mutex::new(None),
                     ending: AtomicBool::new(false),
+                    started_fresh: AtomicBool::new(false),
                 };
                 Ok((generation, loaded))
             }
@@ -98,7 +104,7 @@ impl Generation {
                         ),
                     ),
                 };
-                Err((StartFailure { stage, message }, host))
+                Err((StartFailure { stage, message, state_problem: None }, host))
             }
         }
     }
@@ -113,14 +119,14 @@ impl Generation {
     ) -> Result<Option<String>, StartFailure> {
         match self.host.start(policy, state, timeout).await {
             Ok(warning) => Ok(warning),
-            Err(HostFailure::Refused { state: true, message, .. }) => Err(StartFailure {
-                stage: SwapStage::State,
-                message: format!(
-                    "the state could not be imported and the policy is \"reject\": {message}"
-                ),
-            }),
+            Err(HostFailure::Refused { state: true, message, .. }) => {
+                // The SDK describes a state that does not read as JSON; older ones as text.
+                let problem = serde_json::from_str::<StateProblem>(&message).ok();
+                let text = problem.as_ref().map_or(message, |problem| problem.message.clone());
+                Err(StartFailure { stage: SwapStage::State, message: text, state_problem: problem })
+            }
             Err(HostFailure::Refused { message, .. }) => {
-                Err(StartFailure { stage: SwapStage::Init, message })
+                Err(StartFailure { stage: SwapStage::Init, message, state_problem: None })
             }
             Err(HostFailure::Ended) => Err(StartFailure {
                 stage: SwapStage::Init,
@@ -128,6 +134,7 @@ impl Generation {
                     "the new generation's process {} while the app was starting",
                     death(&self.host).await
                 ),
+                state_problem: None,
             }),
             Err(HostFailure::TimedOut) => Err(StartFailure {
                 stage: SwapStage::Init,
@@ -135,6 +142,7 @@ impl Generation {
                     "the app did not start within {} ms (Handler::new blocks?); its process is ended",
                     timeout.as_millis()
                 ),
+                state_problem: None,
             }),
         }
     }
@@ -170,6 +178,14 @@ impl Generation {
 
     pub fn mark_ending(&self) {
         self.ending.store(true, Ordering::SeqCst);
+    }
+
+    pub fn started_fresh(&self) -> bool {
+        self.started_fresh.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_started_fresh(&self) {
+        self.started_fresh.store(true, Ordering::SeqCst);
     }
 }
 

@@ -165,6 +165,7 @@ impl OutputTail {
 struct Pending {
     load: Option<oneshot::Sender<HostReport>>,
     start: Option<oneshot::Sender<HostReport>>,
+    hold: Option<oneshot::Sender<HostReport>>,
     drain: Option<oneshot::Sender<()>>,
     exports: HashMap<u64, oneshot::Sender<(HostReport, Vec<OwnedFd>)>>,
     /// The channel is closed: nothing more will be answered.
@@ -419,6 +420,19 @@ impl HostProcess {
             HostReport::StartFailed { state, message } => {
                 Err(HostFailure::Refused { stage: None, state, message })
             }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Holds (`on`) the app's requests that can write, waiting at most `timeout` until none
+    /// runs; returns how many still run. Releases them with `on` false.
+    pub async fn hold(&self, on: bool, timeout: Duration) -> Result<u64, HostFailure> {
+        let command = HostCommand::Hold { on, timeout_ms: millis_u64(timeout) };
+        let report = self
+            .ask(&command, &[], |pending| &mut pending.hold, timeout + Duration::from_secs(2))
+            .await?;
+        match report {
+            HostReport::Held { writes_running } => Ok(writes_running),
             other => Err(unexpected(&other)),
         }
     }
@@ -704,6 +718,11 @@ async fn read_reports(mut reader: FrameReader, shared: Arc<Shared>) {
                     let _ = reply.send((report, attached));
                 }
             }
+            HostReport::Held { .. } => {
+                if let Some(reply) = shared.pending.lock().expect("pending").hold.take() {
+                    let _ = reply.send(report);
+                }
+            }
             HostReport::Draining => {
                 if let Some(reply) = shared.pending.lock().expect("pending").drain.take() {
                     let _ = reply.send(());
@@ -774,6 +793,7 @@ async fn read_reports(mut reader: FrameReader, shared: Arc<Shared>) {
     pending.closed = true;
     pending.load = None;
     pending.start = None;
+    pending.hold = None;
     pending.drain = None;
     pending.exports.clear();
 }

@@ -31,6 +31,7 @@ pub const fn header<A: Handler>() -> HandlerHeader {
             serve_connection,
             begin_drain,
             export_state,
+            hold,
             shutdown,
             free_buffer,
         },
@@ -71,7 +72,10 @@ unsafe extern "C" fn init(
     let result = catch(|| {
         // SAFETY: the host passes valid pointers for the duration of the call.
         let (config, host) = unsafe { (*config, *host) };
-        Instance::create(config, Host::new(host))
+        // SAFETY: the address bytes live for the call; they are copied.
+        let forward = unsafe { config.forward_address.as_bytes() };
+        let forward = std::str::from_utf8(forward).ok().and_then(|address| address.parse().ok());
+        Instance::create(config, Host::new(host), forward)
     });
     let result = match result {
         Ok(Ok(instance)) => InitResult {
@@ -107,8 +111,11 @@ unsafe extern "C" fn start<A: Handler>(
         let bytes = unsafe { state.as_bytes() };
         let (state, warning) = match super::state::import::<A>(bytes) {
             Ok(state) => (state, None),
-            Err(reason) if policy == state_policy::REJECT => return (status::FAILED, Some(reason)),
-            Err(reason) => (A::State::default(), Some(reason)),
+            // The problem as JSON, so the daemon can point at the struct in the code.
+            Err(problem) if policy == state_policy::REJECT => {
+                return (status::FAILED, Some(problem.to_json()));
+            }
+            Err(problem) => (A::State::default(), Some(problem.message)),
         };
         if instance.app.get().is_some() {
             return (status::FAILED, Some("the app was already started".to_owned()));
@@ -178,6 +185,15 @@ unsafe extern "C" fn begin_drain(
             Duration::from_millis(streams_after_ms),
         );
     });
+}
+
+unsafe extern "C" fn hold(instance_pointer: *mut c_void, on: u32, timeout_ms: u64) -> u64 {
+    let result = catch(|| {
+        // SAFETY: per the ABI contract.
+        let instance = unsafe { instance(instance_pointer) };
+        instance.hold(on != 0, Duration::from_millis(timeout_ms)) as u64
+    });
+    result.unwrap_or(0)
 }
 
 unsafe extern "C" fn export_state(instance_pointer: *mut c_void, out: *mut OwnedBuffer) -> u32 {

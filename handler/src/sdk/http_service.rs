@@ -307,36 +307,74 @@ async fn respond(
     request: http::Request<Incoming>,
 ) -> Result<http::Response<TrackedBody>, Infallible> {
     let activity = activity.begin();
+    let writes = can_write(request.method());
+    let method = request.method().clone();
     let target = request.uri().path_and_query().map_or("/", |target| target.as_str()).to_owned();
-    let mut tracker = shared.host.request(socket, request.method().as_str(), &target);
-    let mut response = match read_body(request, shared.max_body_bytes).await {
+    let request = match read_body(request, shared.max_body_bytes).await {
+        Ok(request) => request,
         Err(refusal) => {
+            let mut tracker = shared.host.request(socket, method.as_str(), &target);
             tracker.outcome = request_outcome::REFUSED;
-            refusal
-        }
-        Ok(request) => {
-            let mut phase = shared.phase.clone();
-            let handler = Polled {
-                future: app.handle_boxed(request),
-                host: shared.host,
-                token: tracker.token,
-            };
-            tokio::select! {
-                biased;
-                result = CatchUnwind::new(handler) => match result {
-                    Ok(response) => response,
-                    Err(()) => {
-                        tracker.outcome = request_outcome::PANICKED;
-                        plain(StatusCode::INTERNAL_SERVER_ERROR, "the handler panicked; the hotswap daemon reported the panic\n")
-                    }
-                },
-                _ = phase.wait_for(|phase| *phase == Phase::Purging) => {
-                    tracker.outcome = request_outcome::CUT;
-                    purged()
-                }
-            }
+            return Ok(finish(refusal, tracker, activity, &shared));
         }
     };
+    // While the state moves to the next generation, a request that can write waits here, before
+    // its handler runs; if this generation is replaced meanwhile, the next one answers it.
+    let _write = if writes {
+        let mut phase = shared.phase.clone();
+        if shared.writes.enter(&mut phase).await.is_err() {
+            let mut response = forward(request, &shared).await;
+            response.headers_mut().insert("hotswap-forwarded-by", shared.generation_header.clone());
+            return Ok(response.map(|body| TrackedBody::new(body, activity, &shared)));
+        }
+        Some(WriteGuard(&shared.writes))
+    } else {
+        None
+    };
+    let mut tracker = shared.host.request(socket, method.as_str(), &target);
+    let mut phase = shared.phase.clone();
+    let handler =
+        Polled { future: app.handle_boxed(request), host: shared.host, token: tracker.token };
+    let response = tokio::select! {
+        biased;
+        result = CatchUnwind::new(handler) => match result {
+            Ok(response) => response,
+            Err(()) => {
+                tracker.outcome = request_outcome::PANICKED;
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "the handler panicked; the hotswap daemon reported the panic\n")
+            }
+        },
+        _ = phase.wait_for(|phase| *phase == Phase::Purging) => {
+            tracker.outcome = request_outcome::CUT;
+            purged()
+        }
+    };
+    Ok(finish(response, tracker, activity, &shared))
+}
+
+/// Methods whose requests may change the app's state (RFC 9110's unsafe methods).
+fn can_write(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
+}
+
+/// A writing request's handler runs until this is dropped.
+struct WriteGuard<'a>(&'a super::instance::Writes);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+fn finish(
+    mut response: Response,
+    mut tracker: super::instance::RequestGuard,
+    activity: ActivityGuard,
+    shared: &Shared,
+) -> http::Response<TrackedBody> {
     if !shared.host.response_started(tracker.token) {
         // The host answered this request itself while its handler was stuck, and closed the
         // connection: this response goes nowhere.
@@ -345,7 +383,48 @@ async fn respond(
     }
     response.headers_mut().insert("hotswap-generation", shared.generation_header.clone());
     drop(tracker);
-    Ok(response.map(|body| TrackedBody::new(body, activity, &shared)))
+    response.map(|body| TrackedBody::new(body, activity, shared))
+}
+
+/// Sends a request that was held while the state moved to the daemon's own address, where the
+/// generation that now has the state answers it, and returns that answer.
+async fn forward(request: Request, shared: &Shared) -> Response {
+    let failed = |why: String| {
+        let mut response = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this request waited while the app's state moved to new code, and could not be handed to it ({why}); retry it\n"
+            ),
+        );
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    let Some(address) = shared.forward_address else {
+        return failed("no address to hand it to".to_owned());
+    };
+    let stream = match tokio::net::TcpStream::connect(address).await {
+        Ok(stream) => stream,
+        Err(error) => return failed(format!("connecting to {address}: {error}")),
+    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(handshake) => handshake,
+            Err(error) => return failed(error.to_string()),
+        };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let (mut parts, body) = request.into_parts();
+    // The body is whole: it goes with its length, whatever framing it came with.
+    for hop_by_hop in [header::CONNECTION, header::TRANSFER_ENCODING, header::CONTENT_LENGTH] {
+        parts.headers.remove(hop_by_hop);
+    }
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let request = http::Request::from_parts(parts, http_body_util::Full::new(body));
+    match sender.send_request(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(error) => failed(error.to_string()),
+    }
 }
 
 fn purged() -> Response {

@@ -145,6 +145,46 @@ pub(crate) enum Phase {
     Purging,
 }
 
+/// Requests that can write, and the hold that keeps them from running while the state moves.
+#[derive(Default)]
+pub(crate) struct Writes {
+    /// Handlers of writing requests running now.
+    pub(crate) running: AtomicUsize,
+    pub(crate) held: std::sync::atomic::AtomicBool,
+    /// Woken when a writing request ends.
+    pub(crate) ended: std::sync::Condvar,
+    pub(crate) ended_lock: std::sync::Mutex<()>,
+    /// Woken when the hold is lifted.
+    pub(crate) released: tokio::sync::Notify,
+}
+
+impl Writes {
+    /// Called by a writing request before its handler runs: waits while held. `Err(())` when
+    /// the generation drains meanwhile (the request is then forwarded to the next one).
+    pub(crate) async fn enter(&self, phase: &mut watch::Receiver<Phase>) -> Result<(), ()> {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            self.running.fetch_add(1, Ordering::SeqCst);
+            if !self.held.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            self.leave();
+            tokio::select! {
+                () = &mut released => {}
+                _ = phase.wait_for(|phase| *phase != Phase::Serving) => return Err(()),
+            }
+        }
+    }
+
+    pub(crate) fn leave(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        let _guard = self.ended_lock.lock();
+        self.ended.notify_all();
+    }
+}
+
 /// What every connection of the generation shares.
 pub(crate) struct Shared {
     pub(crate) host: Host,
@@ -155,6 +195,9 @@ pub(crate) struct Shared {
     pub(crate) phase: watch::Receiver<Phase>,
     /// True once long-lived streams must end (the stream drain timeout passed).
     pub(crate) streams_closing: watch::Receiver<bool>,
+    pub(crate) writes: Writes,
+    /// Where a request held past this generation's end goes (the daemon's HTTP address).
+    pub(crate) forward_address: Option<std::net::SocketAddr>,
 }
 
 /// The app, behind a trait object: everything that serves it (hyper, the connection logic, the
@@ -196,7 +239,11 @@ pub(crate) struct Instance {
 
 impl Instance {
     /// Builds the generation's runtime.
-    pub(crate) fn create(config: InitConfig, host: Host) -> Result<Self, String> {
+    pub(crate) fn create(
+        config: InitConfig,
+        host: Host,
+        forward_address: Option<std::net::SocketAddr>,
+    ) -> Result<Self, String> {
         super::panics::install_hook(host);
         let dispatch =
             tracing::Dispatch::new(ForwardingSubscriber::new(host, config.max_log_level));
@@ -235,6 +282,8 @@ impl Instance {
                 generation_header,
                 phase: phase_receiver,
                 streams_closing: streams_closing_receiver,
+                writes: Writes::default(),
+                forward_address,
             }),
             runtime: Some(runtime),
             app: OnceLock::new(),
@@ -272,6 +321,31 @@ impl Instance {
             tokio::time::sleep(streams_after).await;
             streams_closing.send_replace(true);
         });
+    }
+
+    /// Holds (or releases) the requests that can write; with `on`, waits until none runs or
+    /// `timeout` passes, and returns how many still run.
+    pub(crate) fn hold(&self, on: bool, timeout: Duration) -> usize {
+        let writes = &self.shared.writes;
+        writes.held.store(on, Ordering::SeqCst);
+        if !on {
+            writes.released.notify_waiters();
+            return 0;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut guard = writes.ended_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            let running = writes.running.load(Ordering::SeqCst);
+            let now = Instant::now();
+            if running == 0 || now >= deadline {
+                return running;
+            }
+            guard = writes
+                .ended
+                .wait_timeout(guard, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
     }
 
     /// Drops the app, stops the runtime and joins its threads. `Err` when threads are still

@@ -112,7 +112,13 @@ async fn capabilities_declare_open_close_and_save_sync_and_the_four_commands_sta
     );
     assert_eq!(
         capabilities["executeCommandProvider"]["commands"],
-        json!(["hotswap.reload", "hotswap.rollback", "hotswap.status", "hotswap.cancelBuild"])
+        json!([
+            "hotswap.reload",
+            "hotswap.reloadFreshState",
+            "hotswap.rollback",
+            "hotswap.status",
+            "hotswap.cancelBuild"
+        ])
     );
     assert_eq!(capabilities["positionEncoding"], "utf-16");
     assert_eq!(result["serverInfo"]["name"], "hotswap-lsp");

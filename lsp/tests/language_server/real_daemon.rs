@@ -174,7 +174,7 @@ impl ServedApp {
         let (client, _) = Client::connect_and_initialize(&self.endpoint(), "hotswap-lsp-tests")
             .await
             .expect("connect to the daemon");
-        let outcome = client.request::<Reload>(NoParams {}).await.expect("reload");
+        let outcome = client.request::<Reload>(Default::default()).await.expect("reload");
         assert!(
             matches!(outcome, ReloadOutcome::Swapped { .. } | ReloadOutcome::Unchanged { .. }),
             "reloading the scaffolded code: {outcome:?}"

@@ -15,7 +15,7 @@ use hotswap_protocol::jsonrpc::{
 };
 use hotswap_protocol::messages::{
     CancelBuildResult, ClientRequest, DidSaveResult, InitializeResult, NoParams, ReloadOutcome,
-    StatusResult, SubscribeResult,
+    StateResult, StatusResult, SubscribeResult,
 };
 use hotswap_protocol::transport::listen;
 use interprocess::local_socket::tokio::Stream;
@@ -110,6 +110,18 @@ pub(crate) fn plain_answer(
             serde_json::to_value(CancelBuildResult { cancelled: true })
         }
         ClientRequest::Shutdown(_) => serde_json::to_value(NoParams {}),
+        ClientRequest::State(_) => {
+            serde_json::to_value(StateResult { generation: 1, path: None, bytes: 0 })
+        }
+        ClientRequest::LoadState(_) => serde_json::to_value(ReloadOutcome::Swapped {
+            generation: 2,
+            previous_generation: Some(1),
+            build_ms: None,
+            swap_ms: 2.0,
+            total_ms: 2.0,
+            stages: SwapStages::default(),
+            warnings: vec![],
+        }),
     };
     Ok(value.expect("answers serialize"))
 }

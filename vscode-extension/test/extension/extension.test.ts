@@ -363,7 +363,7 @@ describe("builds and swaps", () => {
     await activate();
     await daemon.waitForSubscriber();
     harness.answerMessage = () => "Show output";
-    daemon.emit({ method: "swapFailed", params: { generation: 4, stage: "verify", message: "ABI version 2 is not supported" } });
+    daemon.emit({ method: "swapFailed", params: { generation: 4, stage: "verify", message: "ABI version 2 is not supported", diagnostics: [] } });
     await waitForStatus(/^\$\(error\) hotswap: swap failed \(verify\)$/);
     assert.equal(harness.messages[0]?.message, 'hotswap: generation 4 was refused at stage "verify": ABI version 2 is not supported');
     await waitFor(() => harness.log.shown > 0, { what: "the log shown" });

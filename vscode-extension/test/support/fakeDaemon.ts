@@ -295,6 +295,8 @@ export class FakeDaemon {
       },
       rollback: () => new ResponseError(ErrorCode.noPreviousGeneration, "nothing to roll back to: no earlier artifact has served"),
       status: () => this.statusResult(),
+      state: () => ({ generation: this.generation ?? 0, bytes: 0 }),
+      loadState: () => ({ outcome: "cancelled", reason: "the fake daemon keeps no state" }),
       subscribe: (_params, connection) => {
         connection.subscribed = true;
         return { subscribed: true };

@@ -92,7 +92,7 @@ test("a failed build is an error until the next good one; the old generation kee
   assert.deepEqual([failed.text, failed.tone], ["$(error) hotswap: build failed", "error"]);
   assert.ok(failed.tooltip.some((line) => line === "Build failed with 1 error: mismatched types."));
   assert.ok(failed.tooltip.includes("Generation 3 keeps serving."));
-  model.event({ method: "swapFailed", params: { generation: 4, stage: "verify", message: "ABI version 2" } });
+  model.event({ method: "swapFailed", params: { generation: 4, stage: "verify", message: "ABI version 2", diagnostics: [] } });
   assert.deepEqual([model.view().text, model.view().tone], ["$(error) hotswap: swap failed (verify)", "error"]);
   model.event(swap(4, 300));
   assert.equal(model.view().tone, "normal");
