@@ -7,6 +7,7 @@ pub(crate) mod crash_recovery;
 pub(crate) mod dispatch;
 pub(crate) mod memory_and_idle;
 pub(crate) mod save_to_served;
+pub(crate) mod state_handoff;
 pub(crate) mod swap_cost;
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub(crate) struct Effort {
     pub(crate) idle_seconds: u64,
     /// Generations killed, to time crash → serving again.
     pub(crate) crashes: usize,
+    /// Swaps with a 100 MiB state (and as many with a small one).
+    pub(crate) state_swaps: usize,
 }
 
 impl Effort {
@@ -46,6 +49,7 @@ impl Effort {
         memory_swaps: 1000,
         idle_seconds: 60,
         crashes: 30,
+        state_swaps: 10,
     };
 
     /// A few minutes instead of ~20: to check the command works, not to quote.
@@ -60,6 +64,7 @@ impl Effort {
         memory_swaps: 100,
         idle_seconds: 5,
         crashes: 5,
+        state_swaps: 2,
     };
 }
 

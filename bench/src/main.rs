@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release -p hotswap-bench            # the full run (~15 minutes on 2 CPUs)
 //! cargo run --release -p hotswap-bench -- --quick # a few rounds, to check that it works
+//! cargo run --release -p hotswap-bench -- --only state-handoff  # one case that needs no servers
 //! ```
 //!
 //! It builds what it needs (the `hotswap` binary in release, the example apps and their
@@ -43,12 +44,17 @@ use user_style::BuildProfile;
 /// The daemon's default debounce (`[build] debounce_ms` in hotswap.toml).
 const DEFAULT_DEBOUNCE_MS: u64 = 50;
 
-const USAGE: &str = "usage: hotswap-bench [--quick] [--builtin-load] [--output FILE]
+const USAGE: &str = "usage: hotswap-bench [--quick] [--builtin-load] [--only CASE] [--output FILE]
 
 Benchmarks hotswap (see BENCHMARKS.md). --quick runs a few rounds only, to check that the
 benchmark works; its numbers are not worth quoting. --builtin-load uses the built-in load
 generator for the dispatch case even when wrk is installed (it is the fallback when wrk cannot be
-installed). The report is printed and written to target/hotswap-bench/report.md (or FILE).";
+installed). --only runs one of the cases that need no servers: swap-cost, crash-recovery,
+state-handoff, memory. The report is printed and written to target/hotswap-bench/report.md (or
+FILE).";
+
+/// The cases `--only` can run by themselves.
+const SOLO_CASES: [&str; 4] = ["swap-cost", "crash-recovery", "state-handoff", "memory"];
 
 fn main() -> anyhow::Result<()> {
     // The engine worker's generations run in host processes started from this binary.
@@ -62,11 +68,19 @@ fn main() -> anyhow::Result<()> {
     let mut effort = Effort::FULL;
     let mut output = None;
     let mut builtin_load = false;
+    let mut only = None;
     let mut remaining = arguments.iter();
     while let Some(argument) = remaining.next() {
         match argument.as_str() {
             "--quick" => effort = Effort::QUICK,
             "--builtin-load" => builtin_load = true,
+            "--only" => {
+                let case = remaining.next().context("--only CASE")?;
+                if !SOLO_CASES.contains(&case.as_str()) {
+                    bail!("no case {case:?} runs alone; these do: {}", SOLO_CASES.join(", "));
+                }
+                only = Some(case.clone());
+            }
             "--output" => output = Some(PathBuf::from(remaining.next().context("--output FILE")?)),
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -79,13 +93,14 @@ fn main() -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let shown_arguments =
         if arguments.is_empty() { String::new() } else { format!(" -- {}", arguments.join(" ")) };
-    runtime.block_on(run(effort, output, builtin_load, &shown_arguments))
+    runtime.block_on(run(effort, output, builtin_load, only.as_deref(), &shown_arguments))
 }
 
 async fn run(
     effort: Effort,
     output: Option<PathBuf>,
     builtin_load: bool,
+    only: Option<&str>,
     shown_arguments: &str,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -102,7 +117,10 @@ async fn run(
     let hotswap_binary = build_hotswap(&repository).await?;
     let mut context = BenchContext::new(effort, workspace, bench_dir.clone(), hotswap_binary);
 
-    let result = run_cases(&mut context, builtin_load).await;
+    let result = match only {
+        Some(case) => run_solo_case(&mut context, case).await,
+        None => run_cases(&mut context, builtin_load).await,
+    };
     for app in &context.workspace.apps {
         app.restore()?;
         app.write_hotswap_toml(0)?;
@@ -152,6 +170,16 @@ async fn run(
     println!("{text}");
     progress(format_args!("report written to {}", output.display()));
     Ok(())
+}
+
+async fn run_solo_case(context: &mut BenchContext, case: &str) -> anyhow::Result<()> {
+    match case {
+        "swap-cost" => cases::swap_cost::run(context).await,
+        "crash-recovery" => cases::crash_recovery::run(context).await,
+        "state-handoff" => cases::state_handoff::run(context).await,
+        "memory" => cases::memory_and_idle::run_memory(context).await,
+        other => bail!("no case {other:?} runs alone; these do: {}", SOLO_CASES.join(", ")),
+    }
 }
 
 async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Result<()> {
@@ -226,6 +254,7 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
     cases::build_variants::run(context).await?;
     cases::swap_cost::run(context).await?;
     cases::crash_recovery::run(context).await?;
+    cases::state_handoff::run(context).await?;
     cases::memory_and_idle::run_memory(context).await?;
     Ok(())
 }

@@ -260,14 +260,28 @@ fn print_outcome(outcome: &ReloadOutcome, json: bool) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(outcome).expect("outcomes serialize"));
     }
     match outcome {
-        ReloadOutcome::Swapped { generation, build_ms, swap_ms, total_ms, warnings, .. } => {
+        ReloadOutcome::Swapped {
+            generation,
+            build_ms,
+            swap_ms,
+            total_ms,
+            warnings,
+            stages,
+            ..
+        } => {
             if !json {
+                // Writes wait while the state moves: worth saying when a user could notice.
+                let held = if stages.writes_held_ms >= 10.0 {
+                    format!(", writes held {:.0} ms", stages.writes_held_ms)
+                } else {
+                    String::new()
+                };
                 match build_ms {
                     Some(build_ms) => println!(
-                        "swapped to generation {generation} in {total_ms:.0} ms (build {build_ms:.0} ms, swap {swap_ms:.1} ms)"
+                        "swapped to generation {generation} in {total_ms:.0} ms (build {build_ms:.0} ms, swap {swap_ms:.1} ms{held})"
                     ),
                     None => println!(
-                        "swapped to generation {generation} in {total_ms:.0} ms (swap {swap_ms:.1} ms)"
+                        "swapped to generation {generation} in {total_ms:.0} ms (swap {swap_ms:.1} ms{held})"
                     ),
                 }
                 for warning in warnings {

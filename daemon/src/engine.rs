@@ -288,15 +288,19 @@ struct Inner {
     config: EngineConfig,
     files: GenerationFiles,
     events: EventSink,
-    /// The generation new connections go to. Swaps hold the write lock while moving state, so
-    /// new connections wait for the hand-off instead of reaching a half-ready generation.
+    /// The generation a swap replaces. Swaps (and crash recoveries) hold the write lock from the
+    /// state hand-off to publishing.
     current: tokio::sync::RwLock<Option<Arc<Generation>>>,
-    /// The same generation as `current`, readable without waiting for a swap in progress.
+    /// The same generation as `current`, readable without waiting for a swap in progress: the
+    /// one new connections go to (the old one keeps them while a swap moves the state).
     published: Mutex<Option<Arc<Generation>>>,
     draining: Mutex<Vec<Arc<Generation>>>,
     history: Mutex<Vec<HistoryEntry>>,
     /// One swap (or crash recovery) at a time.
     swap_lock: tokio::sync::Mutex<()>,
+    /// Routing a connection holds it shared; publishing a new generation holds it exclusively,
+    /// so that no connection is passed to a generation that has begun to drain.
+    routing: tokio::sync::RwLock<()>,
     next_generation: AtomicU64,
     next_build: AtomicU64,
     /// Retirements, crash watchers, recoveries, disposals: every task the engine starts.
@@ -342,6 +346,7 @@ impl Engine {
                 draining: Mutex::default(),
                 history: Mutex::default(),
                 swap_lock: tokio::sync::Mutex::new(()),
+                routing: tokio::sync::RwLock::new(()),
                 next_generation: AtomicU64::new(1),
                 next_build: AtomicU64::new(1),
                 tasks: Mutex::new(JoinSet::new()),
@@ -654,7 +659,9 @@ impl Engine {
             }
         };
 
-        // From here to publishing, new connections wait.
+        // From here to publishing, no other change of generation (a crash recovery holds the
+        // swap lock too). New connections still go to the old generation: it answers reads, and
+        // holds writes until the new generation serves them.
         let mut current = self.inner.current.write().await;
         let clock = Instant::now();
         let mut warnings = Vec::new();
@@ -668,6 +675,7 @@ impl Engine {
         // What the replaced generation exported, kept with its artifact for a rollback.
         let mut exported: Option<Option<Arc<StateSnapshot>>> = None;
         let held = if exports_current { current.clone() } else { None };
+        let hold_started = Instant::now();
         let state = match (&state_choice, held.clone()) {
             (StateChoice::FromCurrent | StateChoice::FreshOnPurpose, Some(previous)) => {
                 // Requests that could write wait until the state is in the new generation (and
@@ -746,7 +754,7 @@ impl Engine {
         if matches!(state_choice, StateChoice::FreshOnPurpose) {
             generation.mark_started_fresh();
         }
-        // `Handler::new` runs here, while new connections wait: it gets the init timeout.
+        // `Handler::new` runs here, with the state: it gets the init timeout.
         match generation.start(state.as_deref(), policy, config.init_timeout).await {
             Ok(None) => {}
             Ok(Some(reason)) => {
@@ -788,6 +796,8 @@ impl Engine {
         }
 
         let clock = Instant::now();
+        // New connections wait from here until the new generation is published (a few ms).
+        let routing = self.inner.routing.write().await;
         // The old generation stops keeping connections alive before the new one is published,
         // so that a request read after the swap is read by the new code.
         if let Some(previous) = current.as_ref() {
@@ -799,8 +809,12 @@ impl Engine {
         *self.inner.published.lock().expect("published") = Some(generation.clone());
         let previous = current.replace(generation.clone());
         drop(current);
+        drop(routing);
         self.inner.availability.send_replace(Availability::Serving);
         stages.publish_ms = millis(clock.elapsed());
+        if held.is_some() {
+            stages.writes_held_ms = millis(hold_started.elapsed());
+        }
         let swap_ms = millis(started.elapsed());
         self.watch_for_crash(generation);
 
@@ -1390,8 +1404,10 @@ impl Engine {
     /// Passes a connection to the current generation; gives it back when there is none (or it
     /// just died).
     async fn route(&self, socket: OwnedFd, unread: Vec<u8>) -> Result<(), (OwnedFd, Vec<u8>)> {
-        let current = self.inner.current.read().await.clone();
-        match current {
+        // The published generation, not the swap's `current`: a swap moving a large state holds
+        // that, and new connections must not wait for it; only publishing stops them briefly.
+        let _routing = self.inner.routing.read().await;
+        match self.published() {
             Some(generation) => match generation.host.serve_or_return(socket, &unread).await {
                 Ok(()) => Ok(()),
                 Err(socket) => Err((socket, unread)),

@@ -87,7 +87,7 @@ fn serve() -> std::io::Result<()> {
         vec![counters_descriptor],
     );
     let mut reader = CommandReader::new(control);
-    let mut generation = Generation { state, loaded: None, exporter: None };
+    let mut generation = Generation { state, loaded: None, exporter: None, holder: None };
     while let Some(received) = reader.next()? {
         generation.handle(received);
     }
@@ -130,6 +130,8 @@ struct Generation {
     state: &'static HostState,
     loaded: Option<Loaded>,
     exporter: Option<std::thread::JoinHandle<()>>,
+    /// The thread waiting for writing requests to finish (`Hold`).
+    holder: Option<std::thread::JoinHandle<()>>,
 }
 
 /// An instance pointer that may go to the exporter thread: the ABI allows `export_state` beside
@@ -175,16 +177,7 @@ impl Generation {
                 }
             }
             HostCommand::ExportState { request } => self.export(request),
-            HostCommand::Hold { on, timeout_ms } => {
-                let running = match &self.loaded {
-                    // SAFETY: the instance is live; the call blocks at most `timeout_ms`.
-                    Some(loaded) if loaded.started => unsafe {
-                        (loaded.functions.hold)(loaded.instance, u32::from(on), timeout_ms)
-                    },
-                    _ => 0,
-                };
-                reports.send(&HostReport::Held { writes_running: running }, b"", Vec::new());
-            }
+            HostCommand::Hold { on, timeout_ms } => self.hold(on, timeout_ms),
             HostCommand::BeginDrain { purge_after_ms, streams_after_ms } => {
                 self.state.draining.store(true, Ordering::SeqCst);
                 if let Some(loaded) = &self.loaded {
@@ -342,6 +335,40 @@ impl Generation {
         }
     }
 
+    /// Holds or releases the app's writing requests. Waiting for the running ones to finish
+    /// happens on a thread of its own: meanwhile this loop keeps taking connections.
+    fn hold(&mut self, on: bool, timeout_ms: u64) {
+        let reports = self.state.reports.clone();
+        let Some(loaded) = self.loaded.as_ref().filter(|loaded| loaded.started) else {
+            reports.send(&HostReport::Held { writes_running: 0 }, b"", Vec::new());
+            return;
+        };
+        if let Some(previous) = self.holder.take() {
+            let _ = previous.join();
+        }
+        let (functions, instance) = (loaded.functions, SendInstance(loaded.instance));
+        let holder =
+            std::thread::Builder::new().name("hotswap-host-hold".into()).spawn(move || {
+                let instance = instance;
+                // SAFETY: the instance is live (retire joins this thread first); the call blocks
+                // at most `timeout_ms`.
+                let running = unsafe { (functions.hold)(instance.0, u32::from(on), timeout_ms) };
+                reports.send(&HostReport::Held { writes_running: running }, b"", Vec::new());
+            });
+        match holder {
+            Ok(thread) => self.holder = Some(thread),
+            Err(_) => {
+                // SAFETY: as above, on this thread.
+                let running = unsafe { (functions.hold)(instance.0, u32::from(on), timeout_ms) };
+                self.state.reports.send(
+                    &HostReport::Held { writes_running: running },
+                    b"",
+                    Vec::new(),
+                );
+            }
+        }
+    }
+
     fn export(&mut self, request: u64) {
         let reports = self.state.reports.clone();
         let Some(loaded) = &self.loaded else {
@@ -427,6 +454,10 @@ impl Generation {
             if cut > 0 {
                 state.counters.get().cut.fetch_add(cut, Ordering::Relaxed);
                 state.reports.send(&HostReport::RequestsCut { count: cut }, b"", Vec::new());
+            }
+            if let Some(holder) = self.holder.take() {
+                // Bounded by the hold's own timeout.
+                let _ = holder.join();
             }
             let exported = match self.exporter.take() {
                 Some(exporter) => join_within(exporter, EXPORT_WAIT_AT_RETIRE),

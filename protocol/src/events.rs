@@ -205,12 +205,18 @@ pub struct SwapStages {
     pub verify_ms: f64,
     /// Starting the generation's runtime.
     pub init_ms: f64,
-    /// Moving state from the old generation to the new one (new connections wait meanwhile).
+    /// Moving state from the old generation to the new one and creating the app with it. The
+    /// old generation keeps answering reads meanwhile; requests that can write wait (see
+    /// `writes_held_ms`).
     pub state_ms: f64,
     /// The smoke request, when configured.
     pub smoke_ms: f64,
     /// Making the new generation current.
     pub publish_ms: f64,
+    /// How long requests that can write (POST, PUT, PATCH, DELETE) arriving during the swap
+    /// waited: from the state export until the new generation served them. Reads never wait.
+    #[serde(default)]
+    pub writes_held_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -368,17 +368,14 @@ async fn state_that_cannot_be_imported_starts_fresh_or_refuses_the_swap_as_confi
                 let report = result.expect("the fresh policy swaps");
                 let warning = report.warnings.join("\n");
                 assert!(warning.contains("could not be imported"), "{warning}");
-                assert!(
-                    warning.contains("missing field `owner`"),
-                    "the warning says why: {warning}"
-                );
+                assert!(warning.contains("`owner` is missing"), "the warning says why: {warning}");
                 let counter = get(running.address, "/counter").await.unwrap();
                 assert_eq!((counter.body.as_str(), counter.generation()), ("0\n", Some(2)));
             }
             StatePolicy::Reject => {
                 let failure = expect_refusal(result, "an incompatible state under \"reject\"");
                 assert_eq!(failure.stage, SwapStage::State, "{failure}");
-                assert!(failure.message.contains("missing field `owner`"), "{}", failure.message);
+                assert!(failure.message.contains("`owner` is missing"), "{}", failure.message);
                 let counter = get(running.address, "/counter").await.unwrap();
                 assert_eq!(
                     (counter.body.as_str(), counter.generation()),
@@ -538,5 +535,88 @@ async fn a_draining_generation_never_shares_its_library_with_a_new_one() {
         [1, 2, 3, 4].map(|generation| (generation, RetireOutcome::Ended)),
         "every replaced generation ends"
     );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_state_survives_ten_swaps_under_load_and_no_write_is_lost() {
+    let libraries = [fixture_library(&[]), fixture_library(&["second"])];
+    let running = InProcessEngine::start(|config| config.smoke_path = Some("/health".into())).await;
+    let current = Arc::new(CurrentGeneration::default());
+    current.set(running.swap(&libraries[0]).await);
+    let filled = request(running.address, "POST", "/ballast?mb=100", "").await.unwrap();
+    assert_eq!((filled.status, filled.body.as_str()), (200, "100 MiB\n"));
+
+    // Readers on keep-alive connections, and a writer that counts what it was told it wrote.
+    let check: ResponseCheck = Arc::new(|response: &HttpResponse| {
+        let expected = match response.generation() {
+            Some(generation) if generation % 2 == 1 => "first build\n",
+            _ => "second build\n",
+        };
+        if response.status != 200 || response.body != expected {
+            return Err(format!("status {} body {:?}", response.status, response.body));
+        }
+        Ok(())
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers = tokio::spawn(run_checked_load(
+        running.address,
+        "/",
+        16,
+        check,
+        current.clone(),
+        stop.clone(),
+    ));
+    let writer = tokio::spawn({
+        let (address, stop) = (running.address, stop.clone());
+        async move {
+            let (mut written, mut failures) = (0u64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                match request(address, "POST", "/counter", "").await {
+                    Ok(response) if response.status == 200 => written += 1,
+                    Ok(response) => {
+                        failures.push(format!("{} {:?}", response.status, response.body))
+                    }
+                    Err(error) => failures.push(error.to_string()),
+                }
+            }
+            (written, failures)
+        }
+    });
+
+    let mut hand_offs = Vec::new();
+    for swap in 1..=10 {
+        let report = running
+            .try_swap(&libraries[swap % 2])
+            .await
+            .unwrap_or_else(|failure| panic!("swap {swap} with 100 MB of state: {failure}"));
+        current.set(report.generation);
+        hand_offs.push((report.stages.state_ms, report.stages.writes_held_ms));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let report = readers.await.unwrap();
+    let (written, write_failures) = writer.await.unwrap();
+    println!("state hand-offs with 100 MB (state ms, writes held ms): {hand_offs:?}");
+    println!("{} reads, {written} writes", report.responses);
+    assert!(
+        report.failures.is_empty(),
+        "reads failed: {:?}",
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert!(
+        write_failures.is_empty(),
+        "writes failed: {:?}",
+        &write_failures[..write_failures.len().min(5)]
+    );
+    assert!(report.generations_seen.len() >= 5, "the readers met the generations");
+    assert!(written > 10, "the writer ran: {written} writes");
+
+    // Every byte of the 100 MB, and every write, in the generation serving now.
+    let ballast = get(running.address, "/ballast").await.unwrap();
+    assert_eq!((ballast.status, ballast.body.as_str()), (200, "104857600 bytes, intact\n"));
+    let counter = get(running.address, "/counter").await.unwrap();
+    assert_eq!(counter.body, format!("{written}\n"), "no write was lost to a swap");
+    assert_eq!(counter.generation(), Some(11));
     running.stop().await;
 }

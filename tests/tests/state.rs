@@ -7,8 +7,9 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use hotswap_protocol::events::Event;
 use hotswap_tests::artifacts::shared_handler_target_dir;
-use hotswap_tests::binaries::App;
+use hotswap_tests::binaries::{App, wait_for_event};
 use hotswap_tests::http::{HttpResponse, get, request};
 use serde_json::Value;
 
@@ -171,6 +172,7 @@ async fn a_new_field_without_a_default_is_refused_with_the_fix_and_every_item_st
     let address = daemon.address();
     add_items(address).await;
 
+    let mut events = daemon.subscriber().await;
     edit_everywhere(&app, "    done: bool,\n}", "    done: bool,\n    priority: u8,\n}");
     let reloaded = app.hotswap(&["reload"]);
     let text = assert_refused(&reloaded, "a field without a default");
@@ -189,6 +191,21 @@ async fn a_new_field_without_a_default_is_refused_with_the_fix_and_every_item_st
     let line: usize = pointer.split(':').nth(1).unwrap().parse().unwrap();
     let code = std::fs::read_to_string(&source).unwrap();
     assert!(code.lines().nth(line - 1).unwrap().contains("priority"), "{pointer}");
+    // Editors get the same, with the place in the code for their Problems.
+    let failed = wait_for_event(&mut events, Duration::from_secs(60), |event| {
+        matches!(event, Event::SwapFailed(_))
+    })
+    .await;
+    let Event::SwapFailed(failed) = failed else { unreachable!() };
+    let problem = failed.state.expect("the state problem");
+    assert_eq!(
+        (problem.struct_name.as_deref(), problem.field.as_deref(), problem.path.as_deref()),
+        (Some("Todo"), Some("priority"), Some(r#"items["bread"].priority"#))
+    );
+    let at = &failed.diagnostics[0];
+    assert_eq!(at.file.as_deref(), Some(source.as_path()));
+    assert_eq!(at.range.expect("a range").start.line as usize, line - 1);
+    assert_eq!(at.code.as_deref(), Some("hotswap::state"));
     // Type names as written, never two identical ones shown as different.
     assert!(text.contains("this build's `Todos`"), "{text}");
     assert!(!text.contains("state_new_field::"), "{text}");

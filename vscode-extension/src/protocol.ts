@@ -80,6 +80,8 @@ const swapStages = object({
   stateMs: required(number),
   smokeMs: required(number),
   publishMs: required(number),
+  /** How long requests that can write waited while the state moved (reads never wait). */
+  writesHeldMs: optional(number),
 });
 export type SwapStages = Decoded<typeof swapStages>;
 

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hotswap_protocol::events::SwapStages;
-
 use super::{BenchContext, progress};
 use crate::bench_workspace::BenchApp;
 use crate::engine_worker::{EngineWorker, SwapAnswer};
@@ -148,7 +146,9 @@ pub(crate) async fn run(context: &mut BenchContext) -> anyhow::Result<()> {
         ("smoke request", |answer| answer.stages.smoke_ms),
         ("publish", |answer| answer.stages.publish_ms),
         ("**whole swap**", |answer| answer.swap_ms),
-        ("new connections held (state + smoke + publish)", |answer| held(&answer.stages)),
+        ("writes held (export → served by the new generation)", |answer| {
+            answer.stages.writes_held_ms
+        }),
     ];
     let cell = |answers: &[SwapAnswer], stage: StageOf, at: f64| {
         let values: Vec<f64> = answers.iter().map(stage).collect();
@@ -208,16 +208,13 @@ pub(crate) async fn run(context: &mut BenchContext) -> anyhow::Result<()> {
         context.effort.swap_pairs
     ));
     section.notes.push(
-        "Only the state hand-off, the smoke request and publishing hold new connections (they wait in the listen backlog, none is refused); \
-         the pause table is what a client opening a connection for each request saw, during swaps and between them."
+        "New connections keep going to the old generation until the new one is published; while the state moves, requests that can \
+         write wait (the \"writes held\" row) and reads are answered. The pause table is what a client opening a connection for each \
+         `GET /` saw, during swaps and between them."
             .to_owned(),
     );
     context.sections.push(section);
     Ok(())
-}
-
-fn held(stages: &SwapStages) -> f64 {
-    stages.state_ms + stages.smoke_ms + stages.publish_ms
 }
 
 /// A copy of `library` in a new file (a new inode), as a fresh build would write it.

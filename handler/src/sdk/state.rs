@@ -8,6 +8,7 @@
 //! lose it.
 
 mod reading;
+mod writing;
 
 use serde::Serialize;
 use serde::de::Deserialize;
@@ -79,7 +80,7 @@ pub(crate) fn export<A: Handler>(app: &A) -> Result<Option<Vec<u8>>, String> {
         .with_struct_map()
         .with_human_readable()
         .with_bytes(rmp_serde::config::BytesMode::ForceIterables);
-    state
+    writing::Value(&state)
         .serialize(&mut serializer)
         .map_err(|error| format!("the state ({name}) does not serialize: {error}"))?;
     Ok(Some(bytes))
@@ -109,7 +110,7 @@ pub(crate) fn import<A: Handler>(bytes: &[u8]) -> Result<A::State, StateProblem>
             ))
         });
     }
-    let tracker = Tracker::default();
+    let mut tracker = Tracker::default();
     let result = match envelope.format {
         FORMAT_JSON => {
             let mut deserializer = serde_json::Deserializer::from_slice(envelope.payload);
@@ -117,6 +118,7 @@ pub(crate) fn import<A: Handler>(bytes: &[u8]) -> Result<A::State, StateProblem>
                 .map_err(|error| error.to_string())
         }
         _ => {
+            tracker.byte_blocks = true;
             let mut deserializer =
                 rmp_serde::Deserializer::from_read_ref(envelope.payload).with_human_readable();
             A::State::deserialize(Reader::new(&mut deserializer, &tracker))
@@ -514,6 +516,68 @@ mod tests {
             &json.type_name,
         );
         assert_eq!(import::<Printed>(&loaded).unwrap(), old_state());
+    }
+
+    #[test]
+    fn byte_vectors_move_as_one_block_wherever_they_are() {
+        #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+        struct Blobs {
+            raw: Vec<u8>,
+            by_name: BTreeMap<String, Vec<u8>>,
+            maybe: Option<Vec<u8>>,
+            nested: Vec<Vec<u8>>,
+            boxed: Box<[u8]>,
+            numbers: Vec<u16>,
+        }
+        app_of!(BlobApp, Blobs);
+        let mut by_name = BTreeMap::new();
+        by_name.insert("a".to_owned(), vec![200u8; 1000]);
+        let state = Blobs {
+            raw: vec![250u8; 10_000],
+            by_name,
+            maybe: Some(vec![255u8; 1000]),
+            nested: vec![vec![128u8; 1000], vec![]],
+            boxed: vec![201u8; 1000].into_boxed_slice(),
+            numbers: vec![300, 7],
+        };
+        let bytes = exported(state);
+        // Byte for byte, as bins: values above 127 would take two bytes each as integers.
+        let payload = state_envelope::parse(&bytes).unwrap().payload.len();
+        assert!(payload < 14_200, "{payload} bytes for 14 000 bytes of vectors");
+        let read = import::<BlobApp>(&bytes).unwrap();
+        assert_eq!(read.raw, vec![250u8; 10_000]);
+        assert_eq!(read.by_name["a"], vec![200u8; 1000]);
+        assert_eq!(read.maybe, Some(vec![255u8; 1000]));
+        assert_eq!(read.nested, vec![vec![128u8; 1000], vec![]]);
+        assert_eq!(&*read.boxed, &[201u8; 1000][..]);
+        assert_eq!(read.numbers, vec![300, 7]);
+    }
+
+    #[test]
+    fn byte_vectors_written_as_integers_still_read() {
+        // Sequences of integers: JSON (`hotswap state --load`), and MessagePack arrays.
+        app_of!(Json, OldState);
+        let header = state_envelope::header(1, FORMAT_JSON, "OldState");
+        let mut json = header.as_bytes().to_vec();
+        json.extend_from_slice(br#"{"items":{},"counter":1,"blob":[1],"raw":[1,2,250]}"#);
+        assert_eq!(import::<Json>(&json).unwrap().raw, [1, 2, 250]);
+        let mut payload = Vec::new();
+        serde_json::json!({"items": {}, "counter": 1, "blob": [1], "raw": [1, 2, 250]})
+            .serialize(&mut rmp_serde::Serializer::new(&mut payload).with_struct_map())
+            .unwrap();
+        let header = state_envelope::header(1, FORMAT_MESSAGEPACK, "OldState");
+        let mut packed = header.as_bytes().to_vec();
+        packed.extend_from_slice(&payload);
+        assert_eq!(import::<Json>(&packed).unwrap().raw, [1, 2, 250]);
+        // A string is not bytes, in either format.
+        let mut text = header.as_bytes().to_vec();
+        let mut payload = Vec::new();
+        serde_json::json!({"items": {}, "counter": 1, "blob": [1], "raw": "abc"})
+            .serialize(&mut rmp_serde::Serializer::new(&mut payload).with_struct_map())
+            .unwrap();
+        text.extend_from_slice(&payload);
+        let problem = import::<Json>(&text).unwrap_err();
+        assert_eq!(problem.path.as_deref(), Some("raw"), "{problem:?}");
     }
 
     #[test]

@@ -578,3 +578,85 @@ async fn an_editor_that_connects_after_a_refused_swap_is_told_the_code_on_disk_i
     assert!(text.contains("not what serves"), "{text}");
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
 }
+
+#[tokio::test]
+async fn a_state_that_does_not_fit_shows_as_a_diagnostic_at_its_field_beside_the_builds() {
+    let workspace = TestWorkspace::new();
+    let (daemon, mut editor) = connected_editor(&workspace, json!({})).await;
+    let lib = workspace.path("src/lib.rs");
+    let lib_uri = workspace.uri("src/lib.rs");
+    let warning = Diagnostic {
+        severity: Severity::Warning,
+        code: Some("unused_variables".into()),
+        message: "unused variable: `x`".into(),
+        file: Some(lib.clone()),
+        range: Some(range(9, 8, 9)),
+        rendered: None,
+        related: vec![],
+    };
+    let message = "the old state does not read as this build's `Todos`: `items[\"bread\"].priority` \
+                   is missing: the old values have no `priority`, a new field in `Todo` without a \
+                   default. Fix it one of these ways: add `#[serde(default)]` to `priority` in \
+                   `Todo` (the old values get the default), or bump `STATE_VERSION` and build the \
+                   new state from the old one in `migrate_state`, or drop the state on purpose \
+                   with `hotswap reload --fresh-state`";
+    let at_field = Diagnostic {
+        severity: Severity::Error,
+        code: Some("hotswap::state".into()),
+        message: message.into(),
+        file: Some(lib.clone()),
+        range: Some(range(13, 4, 12)),
+        rendered: None,
+        related: vec![],
+    };
+    daemon.emit(&[
+        build_started(2, vec![lib.clone()]),
+        build_finished(2, BuildOutcome::Succeeded, vec![warning]),
+        Event::SwapFailed(hotswap_protocol::events::SwapFailed {
+            generation: 2,
+            stage: SwapStage::State,
+            message: message.into(),
+            state: Some(hotswap_protocol::events::StateProblem {
+                message: message.into(),
+                struct_name: Some("Todo".into()),
+                field: Some("priority".into()),
+                path: Some("items[\"bread\"].priority".into()),
+            }),
+            diagnostics: vec![at_field],
+        }),
+    ]);
+    let published = editor
+        .wait_for_notification("textDocument/publishDiagnostics", |params| {
+            params["uri"] == lib_uri.as_str()
+                && params["diagnostics"].as_array().unwrap().len() == 2
+        })
+        .await;
+    let diagnostics = published["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics[0]["code"], "unused_variables", "the build's warning stays");
+    let state = &diagnostics[1];
+    assert_eq!(state["code"], "hotswap::state");
+    assert_eq!(state["severity"], 1);
+    assert_eq!(state["source"], "hotswap");
+    assert_eq!(
+        state["range"],
+        json!({"start": {"line": 13, "character": 4}, "end": {"line": 13, "character": 12}})
+    );
+    assert!(state["message"].as_str().unwrap().contains("#[serde(default)]"), "{state}");
+    let shown = editor.wait_for_message("window/showMessage", "the new code was not loaded").await;
+    assert_eq!(shown["type"], 1, "an error");
+    let text = shown["message"].as_str().unwrap();
+    assert!(text.contains("stage state") && text.contains("--fresh-state"), "{text}");
+
+    // The fix builds and swaps: the diagnostic goes.
+    daemon.emit(&[
+        build_started(3, vec![lib.clone()]),
+        build_finished(3, BuildOutcome::Succeeded, vec![]),
+        swap_finished(3),
+    ]);
+    editor
+        .wait_for_notification("textDocument/publishDiagnostics", |params| {
+            params["uri"] == lib_uri.as_str() && params["diagnostics"] == json!([])
+        })
+        .await;
+    assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
+}

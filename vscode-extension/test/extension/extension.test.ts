@@ -369,6 +369,52 @@ describe("builds and swaps", () => {
     await waitFor(() => harness.log.shown > 0, { what: "the log shown" });
   });
 
+  test("a state that does not fit: a Problems entry at its field beside the build's, and the fix in the notification", async () => {
+    const daemon = await startDaemon({ generation: 3 });
+    await activate();
+    await daemon.waitForSubscriber();
+    const warning: WireDiagnostic = { severity: "warning", code: "unused_variables", message: "unused variable: `x`", file: libRs(), related: [] };
+    daemon.emit({ method: "buildStarted", params: { build: 4, reason: "save", paths: [libRs()] } });
+    daemon.emit({ method: "buildFinished", params: { build: 4, outcome: "succeeded", durationMs: 300, diagnostics: [warning] } });
+    const message =
+      "the old state does not read as this build's `Todos`: `items[\"bread\"].priority` is missing: the old values have no `priority`, a new field in `Todo` without a default. Fix it one of these ways: add `#[serde(default)]` to `priority` in `Todo` (the old values get the default), or bump `STATE_VERSION` and build the new state from the old one in `migrate_state`, or drop the state on purpose with `hotswap reload --fresh-state`";
+    daemon.emit({
+      method: "swapFailed",
+      params: {
+        generation: 4,
+        stage: "state",
+        message,
+        state: { message, struct: "Todo", field: "priority", path: 'items["bread"].priority' },
+        diagnostics: [
+          {
+            severity: "error",
+            code: "hotswap::state",
+            message,
+            file: libRs(),
+            range: { start: { line: 13, character: 4 }, end: { line: 13, character: 12 } },
+            related: [],
+          },
+        ],
+      },
+    });
+    await waitForStatus(/^\$\(error\) hotswap: swap failed \(state\)$/);
+    await waitFor(() => (harness.problems().get(libRs()) ?? []).length === 2, { what: "the state's entry beside the build's warning" });
+    const inLib = harness.problems().get(libRs()) ?? [];
+    const kept = inLib[0] as vscode.Diagnostic;
+    const atField = inLib[1] as vscode.Diagnostic;
+    assert.equal(kept.code, "unused_variables");
+    assert.equal(atField.severity, vscode.DiagnosticSeverity.Error);
+    assert.equal(atField.source, "hotswap");
+    assert.deepEqual([atField.range.start.line, atField.range.start.character], [13, 4]);
+    assert.ok(atField.message.includes("add `#[serde(default)]` to `priority` in `Todo`"), atField.message);
+    assert.ok(harness.messages[0]?.message.includes('refused at stage "state"'), harness.messages[0]?.message);
+    assert.ok(harness.messages[0]?.message.includes("hotswap reload --fresh-state"), harness.messages[0]?.message);
+
+    // The fix builds and swaps: the entry goes.
+    daemon.emitSwap(5, [libRs()]);
+    await waitFor(() => harness.problems().size === 0, { what: "Problems cleared by the next build" });
+  });
+
   test("a crash notifies with how the generation died and what serves now", async () => {
     const daemon = await startDaemon({ generation: 3 });
     await activate();

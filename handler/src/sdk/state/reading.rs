@@ -30,6 +30,9 @@ pub(crate) struct Tracker {
     structs: RefCell<Vec<(Cow<'static, str>, usize)>>,
     ignored: RefCell<Vec<Skipped>>,
     failure: RefCell<Option<Place>>,
+    /// The format writes a `Vec<u8>` as one block of bytes (MessagePack; not JSON, where a
+    /// string must not read as bytes).
+    pub(crate) byte_blocks: bool,
 }
 
 /// Where something happened.
@@ -119,6 +122,65 @@ impl Tracker {
     }
 }
 
+/// The type of the visitor that `Vec<u8>`'s `Deserialize` hands to `deserialize_seq`, found
+/// once by asking it to read from a deserializer that only notes the visitor's type.
+fn byte_vector_visitor() -> Option<std::any::TypeId> {
+    struct Probe(std::cell::Cell<Option<std::any::TypeId>>);
+
+    impl<'de> Deserializer<'de> for &Probe {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("only notes the visitor's type"))
+        }
+
+        fn deserialize_seq<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            self.0.set(Some(typeid::of::<V>()));
+            Err(de::Error::custom("only notes the visitor's type"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct tuple tuple_struct map struct enum
+            identifier ignored_any
+        }
+    }
+
+    static VISITOR: std::sync::OnceLock<Option<std::any::TypeId>> = std::sync::OnceLock::new();
+    *VISITOR.get_or_init(|| {
+        let probe = Probe(std::cell::Cell::new(None));
+        let _ = <Vec<u8> as serde::Deserialize<'_>>::deserialize(&probe);
+        probe.0.get()
+    })
+}
+
+/// Reads a block of bytes, or a sequence of integers, into a `Vec<u8>`.
+struct ByteVector;
+
+impl<'de> Visitor<'de> for ByteVector {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a sequence of bytes")
+    }
+
+    fn visit_bytes<E: de::Error>(self, value: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(value.to_vec())
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, value: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(value)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+        while let Some(byte) = seq.next_element::<u8>()? {
+            bytes.push(byte);
+        }
+        Ok(bytes)
+    }
+}
+
 /// Wraps a deserializer.
 pub(crate) struct Reader<'t, D> {
     inner: D,
@@ -158,8 +220,26 @@ impl<'de, 't, D: Deserializer<'de>> Deserializer<'de> for Reader<'t, D> {
         deserialize_i64 deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32
         deserialize_u64 deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char
         deserialize_str deserialize_string deserialize_bytes deserialize_byte_buf
-        deserialize_option deserialize_unit deserialize_seq deserialize_map
-        deserialize_identifier
+        deserialize_option deserialize_unit deserialize_map deserialize_identifier
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let tracker = self.tracker;
+        // A `Vec<u8>` written as one block (see `super::writing`) is read in one copy.
+        if tracker.byte_blocks
+            && Some(typeid::of::<V>()) == byte_vector_visitor()
+            && typeid::of::<V::Value>() == typeid::of::<Vec<u8>>()
+        {
+            let bytes = noted(tracker, self.inner.deserialize_byte_buf(ByteVector))?;
+            let bytes = std::mem::ManuallyDrop::new(bytes);
+            // SAFETY: `V::Value` is `Vec<u8>` (same type id): this moves the vector out of the
+            // `ManuallyDrop`, which never drops it.
+            return Ok(unsafe { std::ptr::read(std::ptr::from_ref(&*bytes).cast::<V::Value>()) });
+        }
+        noted(
+            tracker,
+            self.inner.deserialize_seq(Wrap { inner: visitor, tracker, in_struct: false }),
+        )
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
