@@ -55,12 +55,12 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
                     }
                 }
             };
-            Ok(print_outcome(&outcome, json))
+            Ok(print_outcome(&outcome, json, &client).await)
         }
         Command::Rollback { json } => {
             let (client, _) = connect(workspace.as_deref()).await?;
             let outcome = client.request::<Rollback>(NoParams {}).await?;
-            Ok(print_outcome(&outcome, json))
+            Ok(print_outcome(&outcome, json, &client).await)
         }
         Command::Save { paths } => {
             let (client, _) = connect(workspace.as_deref()).await?;
@@ -117,7 +117,7 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
                 Some(file) => {
                     let path = std::path::absolute(&file)?;
                     let outcome = client.request::<LoadState>(LoadStateParams { path }).await?;
-                    Ok(print_outcome(&outcome, json))
+                    Ok(print_outcome(&outcome, json, &client).await)
                 }
                 None => {
                     let state = client.request::<State>(NoParams {}).await?;
@@ -255,7 +255,20 @@ fn new(
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_outcome(outcome: &ReloadOutcome, json: bool) -> ExitCode {
+/// Prints what a reload, rollback or state load did; asks `client` what serves when it failed.
+async fn print_outcome(outcome: &ReloadOutcome, json: bool, client: &Client) -> ExitCode {
+    let serving = match outcome {
+        ReloadOutcome::BuildFailed { .. } | ReloadOutcome::SwapFailed { .. } if !json => {
+            match client.request::<Status>(NoParams {}).await {
+                Ok(status) => match status.current_generation {
+                    Some(generation) => format!("generation {generation} keeps serving"),
+                    None => "nothing is served yet".to_owned(),
+                },
+                Err(_) => "the current generation keeps serving".to_owned(),
+            }
+        }
+        _ => String::new(),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(outcome).expect("outcomes serialize"));
     }
@@ -310,10 +323,7 @@ fn print_outcome(outcome: &ReloadOutcome, json: bool) -> ExitCode {
                     .iter()
                     .filter(|diagnostic| diagnostic.severity == Severity::Error)
                     .count();
-                eprintln!(
-                    "build failed with {errors} error{}; the current generation keeps serving",
-                    plural(errors)
-                );
+                eprintln!("build failed with {errors} error{}; {serving}", plural(errors));
             }
             ExitCode::FAILURE
         }
@@ -323,7 +333,11 @@ fn print_outcome(outcome: &ReloadOutcome, json: bool) -> ExitCode {
                 for diagnostic in diagnostics {
                     eprintln!("  {}see here", location(diagnostic));
                 }
-                eprintln!("the current generation keeps serving, with its state");
+                if serving.starts_with("generation") {
+                    eprintln!("{serving}, with its state");
+                } else {
+                    eprintln!("{serving}");
+                }
             }
             ExitCode::FAILURE
         }

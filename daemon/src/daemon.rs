@@ -562,11 +562,8 @@ impl Daemon {
             }
             BuildResult::Failed => {
                 tracing::error!(
-                    "build {build} failed after {build_ms:.0} ms; generation {} keeps serving\n{}",
-                    self.parts
-                        .engine
-                        .current_generation()
-                        .map_or("none".to_owned(), |g| g.to_string()),
+                    "build {build} failed after {build_ms:.0} ms; {}\n{}",
+                    serving_now(&self.parts.engine),
                     output.rendered.trim_end()
                 );
                 if self.parts.engine.current_generation().is_none() {
@@ -680,11 +677,11 @@ impl Daemon {
 
     fn swap_failed(&mut self, failure: SwapFailure, build: Option<u64>) -> ReloadOutcome {
         tracing::error!(
-            "generation {} refused at the {} stage: {}; generation {} keeps serving",
+            "generation {} refused at the {} stage: {}; {}",
             failure.generation,
             failure.stage,
             failure.message,
-            self.parts.engine.current_generation().map_or("none".to_owned(), |g| g.to_string()),
+            serving_now(&self.parts.engine),
         );
         // A state that does not read points at its struct in the code.
         let diagnostics: Vec<_> = failure
@@ -897,4 +894,13 @@ fn to_value(value: impl serde::Serialize) -> Value {
 
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+/// What serves while a build or swap failed, in words: `generation 3 keeps serving`, or
+/// `nothing is served yet` before the first generation.
+fn serving_now(engine: &crate::engine::Engine) -> String {
+    match engine.current_generation() {
+        Some(generation) => format!("generation {generation} keeps serving"),
+        None => "nothing is served yet (HTTP requests get 503 until a build serves)".to_owned(),
+    }
 }

@@ -790,6 +790,10 @@ impl Engine {
                 }
                 drop(current);
                 self.dispose(generation);
+                let message = format!(
+                    "{message} (the smoke request: `smoke_path = \"{path}\"` in the [swap] section \
+                     of hotswap.toml; point it at a path that answers 2xx, or remove it)"
+                );
                 return Err(failure(number, SwapStage::Smoke, message));
             }
             stages.smoke_ms = millis(clock.elapsed());

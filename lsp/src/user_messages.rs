@@ -230,7 +230,7 @@ pub(crate) fn swap_finished_progress(event: &SwapFinished) -> String {
 pub(crate) fn swap_failed(event: &SwapFailed, serving_generation: Option<u64>) -> String {
     let keeps = match serving_generation {
         Some(generation) => format!("generation {generation} keeps serving"),
-        None => "the old code keeps serving".to_owned(),
+        None => "nothing is served yet".to_owned(),
     };
     format!(
         "hotswap: the new code was not loaded (stage {}): {}; {keeps}",

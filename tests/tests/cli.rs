@@ -121,7 +121,7 @@ async fn a_broken_save_keeps_the_old_code_and_reports_the_error() {
     let message = stderr(&reloaded);
     assert!(message.contains("error[E0308]: mismatched types"), "{message}");
     assert!(message.contains(&format!("src/lib.rs:{}", line + 1)), "{message}");
-    assert!(message.contains("the current generation keeps serving"), "{message}");
+    assert!(message.contains("generation 1 keeps serving"), "{message}");
 
     // Fixing it swaps.
     app.edit_library(
@@ -322,4 +322,38 @@ async fn a_new_path_dependency_joins_the_handlers_packages() {
     wait_for_event(&mut events, SWAP_TIMEOUT, |event| matches!(event, Event::SwapFinished(_)))
         .await;
     assert_eq!(get(daemon.address(), "/").await.unwrap().body, "changed in the dependency\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_build_refused_by_the_smoke_request_names_smoke_path_and_says_nothing_serves_yet() {
+    let app = App::scaffold("smoke-refused");
+    let config = std::fs::read_to_string(app.path("hotswap.toml")).unwrap();
+    assert!(config.contains("smoke_path = \"/health\""), "{config}");
+    std::fs::write(app.path("hotswap.toml"), config.replace("\"/health\"", "\"/ready\"")).unwrap();
+    let daemon = app.serve().await;
+    let mut events = daemon.subscriber().await;
+    // The first build may already be refused: the status says so either way.
+    let deadline = std::time::Instant::now() + SWAP_TIMEOUT;
+    let refused = loop {
+        if let Some(refused) = daemon.status().await.refused_swap {
+            break refused;
+        }
+        assert!(std::time::Instant::now() < deadline, "no refused swap:\n{}", daemon.log());
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.next_event()).await;
+    };
+    assert_eq!(refused.serving, None);
+    assert!(refused.message.contains("GET /ready answered 404"), "{}", refused.message);
+    assert!(refused.message.contains("`smoke_path = \"/ready\"`"), "{}", refused.message);
+    let log = daemon.log();
+    assert!(log.contains("nothing is served yet"), "{log}");
+    assert!(!log.contains("generation none"), "{log}");
+    let response = get(daemon.address(), "/").await.unwrap();
+    assert_eq!(response.status, 503);
+    assert!(response.body.contains("smoke_path"), "{}", response.body);
+
+    let reloaded = app.hotswap(&["reload"]);
+    assert!(!reloaded.status.success());
+    let text = stderr(&reloaded);
+    assert!(text.contains("refused at the smoke stage"), "{text}");
+    assert!(text.trim_end().ends_with("nothing is served yet"), "{text}");
 }
