@@ -23,9 +23,9 @@ use crate::Command;
 
 pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { listen, target_dir, fresh_state } => {
-            install_logging();
-            serve(ServeOptions { workspace, listen, target_dir, fresh_state }).await?;
+        Command::Serve { listen, target_dir, fresh_state, verbose } => {
+            install_logging(verbose);
+            serve(ServeOptions { workspace, listen, target_dir, fresh_state, verbose }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::New { directory, name, sdk_path, sdk_version, target_dir, listen } => {
@@ -172,15 +172,23 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
     }
 }
 
-/// Logging for `hotswap serve`: to stderr, filtered by `RUST_LOG` (default `info`).
-fn install_logging() {
+/// Logging for `hotswap serve`: to stderr, filtered by `RUST_LOG` (default `info`, `debug` with
+/// `-v`, `trace` with `-vv`). Handler lines always pass: the generation filtered them already,
+/// with the same directives (see `serve::handler_log_directives`).
+fn install_logging(verbose: u8) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    let default = match verbose {
+        0 => tracing::Level::INFO,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+        .unwrap_or_else(|| Targets::new().with_default(default))
+        .with_target("handler", tracing::Level::TRACE);
     let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -5,7 +5,7 @@
 //!
 //! [server]
 //! listen = "127.0.0.1:3000"
-//! max_body_bytes = 2097152          # larger request bodies get 413
+//! max_body_bytes = 0                # request bodies stream; above this many bytes, 413 (0: no limit)
 //! worker_threads = 2                # of each generation's runtime
 //! max_connections = 10000           # beyond this, new connections get a 503
 //! first_byte_timeout_ms = 10000     # a connection that sends nothing for this long is closed (0: never)
@@ -26,6 +26,9 @@
 //! export_timeout_ms = 60000         # then the swap is refused and the old generation keeps its state
 //! init_timeout_ms = 10000
 //! rollback_depth = 5
+//!
+//! [log]
+//! filter = "info"                   # handler `tracing`, e.g. "info,tower_http=debug" (RUST_LOG and -v win)
 //! ```
 //!
 //! Unknown keys and bad values are errors that name the key and the line.
@@ -52,6 +55,19 @@ pub struct ConfigFile {
     pub build: BuildSection,
     #[serde(default)]
     pub swap: SwapSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`: what handler code logs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `tracing` directives for handler code, as `RUST_LOG` takes them without regular
+    /// expressions: `info`, `warn,my_app=debug,tower_http=debug`. `RUST_LOG` and `hotswap serve
+    /// -v` override it.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,7 +75,8 @@ pub struct ConfigFile {
 pub struct ServerSection {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    #[serde(default = "default_max_body_bytes", deserialize_with = "positive_u64")]
+    /// 0: no limit of hotswap's own (the app's, such as axum's `DefaultBodyLimit`, applies).
+    #[serde(default)]
     pub max_body_bytes: u64,
     #[serde(default = "default_worker_threads", deserialize_with = "worker_threads")]
     pub worker_threads: u32,
@@ -73,7 +90,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: default_listen(),
-            max_body_bytes: default_max_body_bytes(),
+            max_body_bytes: 0,
             worker_threads: default_worker_threads(),
             max_connections: default_max_connections(),
             first_byte_timeout_ms: default_first_byte_timeout_ms(),
@@ -146,9 +163,6 @@ impl Default for SwapSection {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 3000))
-}
-fn default_max_body_bytes() -> u64 {
-    2 * 1024 * 1024
 }
 fn default_worker_threads() -> u32 {
     2

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hotswap_protocol::events::{
     BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Event, Severity,
-    SwapFailed, SwapFinished,
+    SwapFailed, SwapFinished, SwapStage,
 };
 use hotswap_protocol::jsonrpc::{ResponseError, error_code};
 use hotswap_protocol::messages::{
@@ -238,7 +238,16 @@ impl Daemon {
             Message::LoadStateDone { result, cause, reply } => {
                 let outcome = match result {
                     Ok(report) => self.swapped(report, None, cause, false),
-                    Err(failure) => self.swap_failed(failure, None),
+                    Err(mut failure) => {
+                        // The code is not what changed: the file is what to fix.
+                        if failure.stage == SwapStage::State {
+                            failure.message = file_to_fix(&failure.message);
+                            if let Some(problem) = failure.state_problem.as_deref_mut() {
+                                problem.message = file_to_fix(&problem.message);
+                            }
+                        }
+                        self.swap_failed(failure, None)
+                    }
                 };
                 let _ = reply.send(Ok(to_value(outcome)));
             }
@@ -903,4 +912,12 @@ fn serving_now(engine: &crate::engine::Engine) -> String {
         Some(generation) => format!("generation {generation} keeps serving"),
         None => "nothing is served yet (HTTP requests get 503 until a build serves)".to_owned(),
     }
+}
+
+/// A state problem's message for a file given to `hotswap state --load`: the fixes for code
+/// changes replaced by the one that applies.
+fn file_to_fix(message: &str) -> String {
+    let what = message.split_once(". Fix it").map_or(message, |(what, _)| what);
+    let what = what.replace("the old state does not read", "the state in the file does not read");
+    format!("{what}. Fix the file and load it again; the current state stays")
 }

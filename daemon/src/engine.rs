@@ -141,7 +141,7 @@ impl EngineConfig {
             stream_drain_timeout: Duration::from_secs(10),
             smoke_path: None,
             state_policy: StatePolicy::Reject,
-            max_body_bytes: 2 * 1024 * 1024,
+            max_body_bytes: 0,
             worker_threads: 2,
             init_timeout: Duration::from_secs(10),
             export_timeout: Duration::from_secs(60),

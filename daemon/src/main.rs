@@ -36,6 +36,10 @@ enum Command {
         /// Start with the app's default state, not the one the last `hotswap serve` left.
         #[arg(long)]
         fresh_state: bool,
+        /// Log more: `-v` debug, `-vv` trace, for the daemon and the handler's `tracing` (overrides
+        /// `[log] filter`; `RUST_LOG` overrides both).
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
     },
     /// Build and swap now; wait and say how it went.
     Reload {
