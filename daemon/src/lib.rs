@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod diagnostics;
 pub mod engine;
+pub mod init;
 pub mod packages;
 pub mod scaffold;
 pub mod serve;

@@ -75,6 +75,14 @@ impl App {
         App { directory, runtime_dir, _temp: temp }
     }
 
+    /// An app that is already in `directory` (created by the test), with a private runtime
+    /// directory; `temp` is kept alive with it.
+    pub fn existing(directory: PathBuf, temp: tempfile::TempDir) -> App {
+        let runtime_dir = temp.path().join("runtime");
+        std::fs::create_dir_all(&runtime_dir).unwrap();
+        App { directory, runtime_dir, _temp: temp }
+    }
+
     pub fn path(&self, relative: &str) -> PathBuf {
         self.directory.join(relative)
     }
