@@ -7,6 +7,7 @@ pub(crate) mod crash_recovery;
 pub(crate) mod dispatch;
 pub(crate) mod memory_and_idle;
 pub(crate) mod save_to_served;
+pub(crate) mod slow_setup;
 pub(crate) mod state_handoff;
 pub(crate) mod swap_cost;
 

@@ -14,7 +14,7 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use body::{Body, BoxError};
+pub use body::{Body, BoxError, is_too_large};
 
 /// A request as the handler sees it. Its body streams as the client sends it (collect it with
 /// `http_body_util::BodyExt::collect`, or hand the request to axum, whose extractors and
