@@ -94,13 +94,20 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let target_dir =
         config.target_dir().unwrap_or_else(|| default_target_dir(&packages.cargo_target_dir));
     let swap = &config.file.swap;
-    let host = crate::engine::host_process::HostProgram {
+    let mut host = crate::engine::host_process::HostProgram {
         // Generations run where the app's crate is, as under `cargo run`: relative paths
         // (static files, templates, `.env`) mean the same.
         working_directory: packages.handler_manifest.parent().map(std::path::Path::to_path_buf),
         ..crate::engine::host_process::HostProgram::current_exe()
             .context("cannot find the hotswap binary to run generations with")?
     };
+    let browser = crate::browser::BrowserFiles::new(
+        &config.file.browser,
+        packages.handler_manifest.parent().unwrap_or(&root),
+    );
+    if config.file.browser.live_reload {
+        host.environment.push(crate::browser::live_reload_environment(endpoint.path()));
+    }
     let mut engine_config = EngineConfig::with_host(target_dir.join("generations"), host);
     engine_config.drain_timeout = Duration::from_millis(swap.drain_timeout_ms);
     engine_config.stream_drain_timeout = Duration::from_millis(swap.stream_drain_timeout_ms);
@@ -167,12 +174,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         endpoint.path().display(),
         target_dir.display()
     );
+    crate::browser::log_settings(&config.file.browser, &browser);
     let parts = DaemonParts {
         info,
         engine: engine.clone(),
         packages,
         build,
         debounce: config.debounce(),
+        browser,
         subscribers: subscribers.clone(),
         shutdown: shutdown.clone(),
     };

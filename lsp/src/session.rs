@@ -849,6 +849,9 @@ impl Session {
                 self.log(kind, &format!("hotswap {source} {}: {}", line.target, line.message))
                     .await;
             }
+            Event::AssetsChanged(event) => {
+                self.log(MessageType::LOG, &user_messages::assets_changed(&event)).await;
+            }
         }
     }
 

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use hotswap_protocol::events::{
-    BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Diagnostic,
-    GenerationCrashed, GenerationRetired, HandlerPanicked, RetireOutcome, Severity, SwapFailed,
-    SwapFinished,
+    AssetsChanged, BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted,
+    Diagnostic, GenerationCrashed, GenerationRetired, HandlerPanicked, RetireOutcome, Severity,
+    SwapFailed, SwapFinished,
 };
 use hotswap_protocol::messages::{DidSaveResult, RefusedSwap, ReloadOutcome, StatusResult};
 
@@ -257,6 +257,11 @@ pub(crate) fn refused_swap(refused: &RefusedSwap) -> String {
 
 pub(crate) fn swap_failed_progress(event: &SwapFailed) -> String {
     format!("not loaded (stage {})", event.stage)
+}
+
+pub(crate) fn assets_changed(event: &AssetsChanged) -> String {
+    let files: Vec<&str> = event.files.iter().map(|file| file.relative_path.as_str()).collect();
+    format!("hotswap: saved {} (read at run time: no build; open pages update)", files.join(", "))
 }
 
 pub(crate) fn generation_retired(event: &GenerationRetired) -> String {
