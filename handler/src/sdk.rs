@@ -5,6 +5,7 @@ mod connection_io;
 pub(crate) mod entry;
 mod http_service;
 mod instance;
+mod live_reload;
 mod logging;
 mod panics;
 mod state;
@@ -15,6 +16,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use body::{Body, BoxError};
+
+/// Live reload never runs in this process (the standalone mode).
+#[cfg(feature = "standalone")]
+pub(crate) fn forbid_live_reload() {
+    live_reload::forbid_in_this_process();
+}
 
 /// A request as the handler sees it: the body is read completely first (up to the daemon's
 /// `max_body_bytes`; larger bodies are answered 413 without calling the handler).
