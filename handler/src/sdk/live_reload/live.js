@@ -5,7 +5,9 @@
 // - swaps a saved stylesheet in place (the page keeps its scroll, its form input, its scripts),
 //   and reloads for any other saved asset,
 // - shows the compiler's errors, a refused swap or a crash over the page until the next swap,
-// - reconnects with backoff when the server goes, and says so once.
+// - reconnects with backoff when the server goes, and says so once,
+// - lets go of its connection while the tab is hidden (a browser gives a site six connections,
+//   and each open tab would hold one), and catches up when it is shown again.
 (() => {
   "use strict";
   if (window.__hotswapLiveReload) return;
@@ -25,6 +27,8 @@
     notified: false,
     controller: null,
     cssSwaps: 0,
+    suspended: false,
+    catchUp: false,
   };
   window.__hotswapLiveReload = state;
   window.addEventListener("pagehide", () => {
@@ -33,9 +37,35 @@
   });
 
   const RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000, 15000, 30000];
+  const HIDDEN_GRACE_MS = 1000;
+  let hiddenTimer = null;
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") {
+      if (hiddenTimer === null && !state.suspended) {
+        hiddenTimer = setTimeout(() => {
+          hiddenTimer = null;
+          state.suspended = true;
+          if (state.controller) state.controller.abort();
+        }, HIDDEN_GRACE_MS);
+      }
+      return;
+    }
+    if (hiddenTimer !== null) {
+      clearTimeout(hiddenTimer);
+      hiddenTimer = null;
+    }
+    if (state.suspended) {
+      // What happened meanwhile: the server says whether to reload or show an error; saved
+      // stylesheets are fetched again, in place.
+      state.suspended = false;
+      state.catchUp = true;
+      connect();
+    }
+  });
 
   function connect() {
-    if (state.unloading) return;
+    if (state.unloading || state.suspended) return;
     const controller = new AbortController();
     state.controller = controller;
     let opened = false;
@@ -50,8 +80,8 @@
       })
       .catch(() => {})
       .then(() => {
-        if (state.unloading) return;
         state.connected = false;
+        if (state.unloading || state.suspended) return;
         if (opened) {
           // The stream ended (a swap, or the server stopping): try again at once.
           state.failures = 0;
@@ -98,6 +128,13 @@
         state.daemon = data.daemon;
         state.connected = true;
         state.failures = 0;
+        if (state.catchUp) {
+          state.catchUp = false;
+          const links = Array.from(document.querySelectorAll('link[rel~="stylesheet"][href]'));
+          for (const link of links) {
+            if (new URL(link.href, location.href).origin === location.origin) swapStylesheet(link);
+          }
+        }
         if (state.notified) {
           state.notified = false;
           removeNotice();
