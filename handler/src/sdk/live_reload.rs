@@ -62,10 +62,14 @@ pub(crate) enum BeforeApp {
 impl LiveReload {
     /// On when the daemon set the variable, and this is not the standalone mode.
     pub(crate) fn from_environment(generation: u64) -> Option<Self> {
+        Self::with_socket(std::env::var_os(SOCKET_VARIABLE), generation)
+    }
+
+    fn with_socket(socket: Option<std::ffi::OsString>, generation: u64) -> Option<Self> {
         if FORBIDDEN.load(Ordering::SeqCst) {
             return None;
         }
-        let socket = std::env::var_os(SOCKET_VARIABLE).filter(|value| !value.is_empty())?;
+        let socket = socket.filter(|value| !value.is_empty())?;
         Some(Self { socket: PathBuf::from(socket), generation })
     }
 
@@ -163,4 +167,31 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without the standalone feature nothing in this process forbids it.
+    #[cfg(not(feature = "standalone"))]
+    #[test]
+    fn the_daemons_variable_turns_it_on() {
+        let live = LiveReload::with_socket(Some("/run/hotswap/app.sock".into()), 4).unwrap();
+        assert_eq!(
+            (live.socket.as_path(), live.generation),
+            (std::path::Path::new("/run/hotswap/app.sock"), 4)
+        );
+        assert!(LiveReload::with_socket(None, 4).is_none());
+    }
+
+    #[cfg(feature = "standalone")]
+    #[test]
+    fn the_standalone_mode_turns_it_off_whatever_the_environment_says() {
+        let socket = || Some(std::ffi::OsString::from("/run/hotswap/app.sock"));
+        assert!(LiveReload::with_socket(Some("".into()), 1).is_none(), "empty is off");
+        // What `standalone::serve_until` does first.
+        forbid_in_this_process();
+        assert!(LiveReload::with_socket(socket(), 1).is_none());
+    }
 }
