@@ -1,6 +1,7 @@
 //! The benchmark cases of BENCHMARKS.md, each measuring hotswap and its baseline side by side
 //! in alternating rounds, and adding its section and goals to the report.
 
+pub(crate) mod browser_follows_save;
 pub(crate) mod build_variants;
 pub(crate) mod change_under_load;
 pub(crate) mod crash_recovery;

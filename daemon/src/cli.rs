@@ -619,5 +619,10 @@ fn print_event(event: &Event) {
             log.target,
             log.message
         ),
+        Event::AssetsChanged(changed) => {
+            for file in &changed.files {
+                println!("asset saved: {} (no build; pages update)", file.path.display());
+            }
+        }
     }
 }
