@@ -136,11 +136,16 @@ fn resolve(path: &Path) -> PathBuf {
     if let Ok(real) = path.canonicalize() {
         return real;
     }
+    // The nearest ancestor that exists, resolved, then the rest as written (a loop, not a
+    // recursion: an editor may send a path of thousands of components).
     let normal = crate::config::normalized(path);
-    match (normal.parent().map(resolve), normal.file_name()) {
-        (Some(parent), Some(name)) => parent.join(name),
-        _ => normal,
+    for ancestor in normal.ancestors().skip(1) {
+        if let Ok(real) = ancestor.canonicalize() {
+            let rest = normal.strip_prefix(ancestor).unwrap_or(&normal);
+            return real.join(rest);
+        }
     }
+    normal
 }
 
 /// Every file a Makefile-style dep-info file (as cargo and rustc write them) names as a
@@ -275,6 +280,21 @@ mod tests {
             asset_dirs: asset_dirs.map(|dirs| dirs.iter().map(PathBuf::from).collect()),
             runtime_templates: templates.iter().map(|glob| (*glob).to_owned()).collect(),
         }
+    }
+
+    #[test]
+    fn resolving_a_path_of_thousands_of_components_needs_no_deep_stack() {
+        let directory = tempfile::tempdir().unwrap();
+        let real = directory.path().canonicalize().unwrap();
+        let deep = directory.path().join("x/".repeat(20_000)).join("style.css");
+        let resolved = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || resolve(&deep))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(resolved.starts_with(&real));
+        assert_eq!(resolved.components().count(), real.components().count() + 20_001);
     }
 
     #[test]
