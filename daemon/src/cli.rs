@@ -31,6 +31,9 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
         Command::New { directory, name, sdk_path, sdk_version, target_dir, listen } => {
             new(directory, name, sdk_path, sdk_version, target_dir, listen)
         }
+        Command::Init { directory, sdk_path, sdk_version, listen } => {
+            init(directory, sdk_path, sdk_version, listen)
+        }
         Command::Endpoint => {
             let endpoint = endpoint(workspace.as_deref())?;
             println!("{}", endpoint.path().display());
@@ -219,6 +222,43 @@ async fn connect(
     }
 }
 
+fn sdk_source(sdk_path: Option<PathBuf>, sdk_version: Option<String>) -> anyhow::Result<SdkSource> {
+    Ok(match (sdk_path, sdk_version, scaffold::checkout_handler_dir()) {
+        (Some(path), _, _) => SdkSource::Path(normalized(&std::path::absolute(path)?)),
+        (None, Some(version), _) => SdkSource::Version(version),
+        (None, None, Some(checkout)) => SdkSource::Path(checkout),
+        (None, None, None) => SdkSource::Version(env!("CARGO_PKG_VERSION").to_owned()),
+    })
+}
+
+fn init(
+    directory: Option<PathBuf>,
+    sdk_path: Option<PathBuf>,
+    sdk_version: Option<String>,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    let directory = match directory {
+        Some(directory) => std::path::absolute(directory)?,
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let sdk = sdk_source(sdk_path, sdk_version)?;
+    let done = hotswap_daemon::init::init(&directory, &sdk, &listen.to_string())
+        .map_err(anyhow::Error::msg)?;
+    if done.changes.is_empty() {
+        println!("{} in {} is set up for hotswap already:", done.package, directory.display());
+    } else {
+        println!("set up {} in {} for hotswap:", done.package, directory.display());
+    }
+    for change in &done.changes {
+        println!("  + {change}");
+    }
+    for already in &done.already {
+        println!("  = {already}");
+    }
+    println!("\n{}", done.next_steps);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn new(
     directory: PathBuf,
     name: Option<String>,
@@ -227,12 +267,7 @@ fn new(
     target_dir: Option<PathBuf>,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<ExitCode> {
-    let sdk = match (sdk_path, sdk_version, scaffold::checkout_handler_dir()) {
-        (Some(path), _, _) => SdkSource::Path(normalized(&std::path::absolute(path)?)),
-        (None, Some(version), _) => SdkSource::Version(version),
-        (None, None, Some(checkout)) => SdkSource::Path(checkout),
-        (None, None, None) => SdkSource::Version(env!("CARGO_PKG_VERSION").to_owned()),
-    };
+    let sdk = sdk_source(sdk_path, sdk_version)?;
     let target_dir = match target_dir {
         Some(dir) => Some(normalized(&std::path::absolute(dir)?)),
         None if matches!(sdk, SdkSource::Path(_)) => scaffold::checkout_shared_target_dir(),
@@ -584,5 +619,10 @@ fn print_event(event: &Event) {
             log.target,
             log.message
         ),
+        Event::AssetsChanged(changed) => {
+            for file in &changed.files {
+                println!("asset saved: {} (no build; pages update)", file.path.display());
+            }
+        }
     }
 }

@@ -29,7 +29,15 @@
 //!
 //! [log]
 //! filter = "info"                   # handler `tracing`, e.g. "info,tower_http=debug" (RUST_LOG and -v win)
+//! [browser]
+//! live_reload = true                # pages reload after a swap, swap stylesheets in place, show build errors
+//! asset_dirs = ["assets", "static", "public"] # saves here start no build (default: those of the handler package that exist)
+//! runtime_templates = []            # globs of templates the app reads at run time, e.g. ["templates/**/*.html"]
 //! ```
+//!
+//! `asset_dirs` and `runtime_templates` are relative to the handler package's directory (where
+//! generations run). A file the last build read (`include_str!`, an askama template) builds
+//! anyway: see `browser.rs`.
 //!
 //! Unknown keys and bad values are errors that name the key and the line.
 
@@ -57,6 +65,8 @@ pub struct ConfigFile {
     pub swap: SwapSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub browser: BrowserSection,
 }
 
 /// `[log]`: what handler code logs.
@@ -68,6 +78,37 @@ pub struct LogSection {
     /// -v` override it.
     #[serde(default)]
     pub filter: Option<String>,
+}
+
+/// `[browser]`: live reload in pages, and the files that start no build.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserSection {
+    #[serde(default = "default_live_reload")]
+    pub live_reload: bool,
+    /// `None`: `assets/`, `static/` and `public/` of the handler package, where they exist.
+    #[serde(default)]
+    pub asset_dirs: Option<Vec<PathBuf>>,
+    #[serde(default, deserialize_with = "runtime_templates")]
+    pub runtime_templates: Vec<String>,
+}
+
+impl Default for BrowserSection {
+    fn default() -> Self {
+        Self { live_reload: default_live_reload(), asset_dirs: None, runtime_templates: Vec::new() }
+    }
+}
+
+fn default_live_reload() -> bool {
+    true
+}
+
+fn runtime_templates<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let globs = Vec::<String>::deserialize(deserializer)?;
+    for glob in &globs {
+        crate::browser::check_glob(glob).map_err(serde::de::Error::custom)?;
+    }
+    Ok(globs)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +379,24 @@ mod tests {
         assert_eq!(file.swap.drain_timeout_ms, 5000);
         assert_eq!(file.swap.state_on_import_failure, StatePolicy::Reject);
         assert_eq!(file.swap.smoke_path, None);
+        assert!(file.browser.live_reload);
+        assert_eq!(file.browser.asset_dirs, None);
+        assert!(file.browser.runtime_templates.is_empty());
+    }
+
+    #[test]
+    fn the_browser_section_is_read_and_checked() {
+        let file = Config::parse(
+            "[browser]\nlive_reload = false\nasset_dirs = [\"web\"]\nruntime_templates = [\"views/**/*.tera\"]\n",
+        )
+        .unwrap();
+        assert!(!file.browser.live_reload);
+        assert_eq!(file.browser.asset_dirs, Some(vec![PathBuf::from("web")]));
+        assert_eq!(file.browser.runtime_templates, ["views/**/*.tera"]);
+        let error = error_of("[browser]\nruntime_templates = [\"/srv/*.html\"]\n");
+        assert!(error.contains("line 2") && error.contains("absolute"), "{error}");
+        let error = error_of("[browser]\nreload = true\n");
+        assert!(error.contains("unknown field `reload`"), "{error}");
     }
 
     #[test]

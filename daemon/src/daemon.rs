@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hotswap_protocol::events::{
-    BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Event, Severity,
-    SwapFailed, SwapFinished, SwapStage,
+    AssetsChanged, BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Event,
+    Severity, SwapFailed, SwapFinished, SwapStage,
 };
 use hotswap_protocol::jsonrpc::{ResponseError, error_code};
 use hotswap_protocol::messages::{
@@ -46,6 +46,8 @@ pub struct DaemonParts {
     pub packages: PackageSet,
     pub build: BuildSpec,
     pub debounce: Duration,
+    /// Which saves are assets: no build, pages are told at once.
+    pub browser: crate::browser::BrowserFiles,
     pub subscribers: Arc<Subscribers>,
     /// Set to true to stop the whole daemon (the `shutdown` request).
     pub shutdown: watch::Sender<bool>,
@@ -355,7 +357,13 @@ impl Daemon {
             [self.parts.build.target_dir.as_path(), self.parts.packages.cargo_target_dir.as_path()];
         let mut accepted = Vec::new();
         let mut ignored = Vec::new();
+        let mut assets = Vec::new();
         for path in paths {
+            if let Some(asset) = self.parts.browser.asset(&path) {
+                ignored.push(IgnoredPath { path, reason: crate::browser::ASSET_SAVED.to_owned() });
+                assets.push(asset);
+                continue;
+            }
             match self.parts.packages.classify(&path, &target_dirs) {
                 Ok(()) => accepted.push(path),
                 Err(reason) => {
@@ -363,6 +371,10 @@ impl Daemon {
                     ignored.push(IgnoredPath { path, reason });
                 }
             }
+        }
+        if !assets.is_empty() {
+            tracing::info!("saved {}: no build, pages are told", describe_assets(&assets));
+            self.parts.subscribers.send(&Event::AssetsChanged(AssetsChanged { files: assets }));
         }
         if !accepted.is_empty() {
             self.schedule(BuildReason::Save, accepted.clone(), self.parts.debounce);
@@ -596,6 +608,7 @@ impl Daemon {
                 self.answer_waiters(build, ReloadOutcome::Unchanged { generation, build_ms });
             }
             BuildResult::Succeeded { artifact, .. } => {
+                self.parts.browser.built(&artifact);
                 let engine = self.parts.engine.clone();
                 let messages = self.messages.clone();
                 let cause = running.cause;
@@ -895,6 +908,11 @@ fn describe_paths(paths: &[PathBuf]) -> String {
         [one] => one.display().to_string(),
         [first, rest @ ..] => format!("{} and {} more", first.display(), rest.len()),
     }
+}
+
+fn describe_assets(assets: &[hotswap_protocol::events::ChangedAsset]) -> String {
+    let paths: Vec<PathBuf> = assets.iter().map(|asset| asset.path.clone()).collect();
+    describe_paths(&paths)
 }
 
 fn to_value(value: impl serde::Serialize) -> Value {

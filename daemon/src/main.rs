@@ -111,6 +111,23 @@ enum Command {
         #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
     },
+    /// Set up an existing crate (an axum app, say) for `hotswap serve`: the library target, the
+    /// dependencies, hotswap.toml, .gitignore; then say how to move the router into src/lib.rs.
+    Init {
+        /// The crate's directory (default: the current one).
+        #[arg(value_name = "DIR")]
+        directory: Option<PathBuf>,
+        /// Use the hotswap-handler crate at this path (default: the checkout hotswap was built
+        /// from, when there is one).
+        #[arg(long, value_name = "PATH", conflicts_with = "sdk_version")]
+        sdk_path: Option<PathBuf>,
+        /// Use this version of hotswap-handler from the registry.
+        #[arg(long, value_name = "VERSION")]
+        sdk_version: Option<String>,
+        /// The HTTP address the app will be served on.
+        #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
     /// Print the path of the daemon's socket for this workspace (for raw-socket clients).
     Endpoint,
 }

@@ -130,6 +130,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     );
     tracing::debug!("handler code logs with the directives {directives:?}");
     host.environment.push(("HOTSWAP_LOG".into(), directives.into()));
+    let browser = crate::browser::BrowserFiles::new(
+        &config.file.browser,
+        packages.handler_manifest.parent().unwrap_or(&root),
+    );
+    if config.file.browser.live_reload {
+        host.environment.push(crate::browser::live_reload_environment(endpoint.path()));
+    }
     let mut engine_config = EngineConfig::with_host(target_dir.join("generations"), host);
     engine_config.drain_timeout = Duration::from_millis(swap.drain_timeout_ms);
     engine_config.stream_drain_timeout = Duration::from_millis(swap.stream_drain_timeout_ms);
@@ -196,12 +203,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         endpoint.path().display(),
         target_dir.display()
     );
+    crate::browser::log_settings(&config.file.browser, &browser);
     let parts = DaemonParts {
         info,
         engine: engine.clone(),
         packages,
         build,
         debounce: config.debounce(),
+        browser,
         subscribers: subscribers.clone(),
         shutdown: shutdown.clone(),
     };

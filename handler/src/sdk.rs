@@ -5,6 +5,7 @@ mod connection_io;
 pub(crate) mod entry;
 mod http_service;
 mod instance;
+mod live_reload;
 mod logging;
 mod panics;
 mod state;
@@ -14,7 +15,13 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use body::{Body, BoxError};
+pub use body::{Body, BoxError, is_too_large};
+
+/// Live reload never runs in this process (the standalone mode).
+#[cfg(feature = "standalone")]
+pub(crate) fn forbid_live_reload() {
+    live_reload::forbid_in_this_process();
+}
 
 /// A request as the handler sees it. Its body streams as the client sends it (collect it with
 /// `http_body_util::BodyExt::collect`, or hand the request to axum, whose extractors and

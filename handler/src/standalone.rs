@@ -153,6 +153,8 @@ pub fn serve_until<A: Handler>(
              it starts the app's runtime itself and cannot run inside another tokio runtime",
         ));
     }
+    // Production: pages are served as the app made them.
+    crate::sdk::forbid_live_reload();
     let functions = crate::sdk::entry::header::<A>().functions;
     let accept_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     listener.set_nonblocking(true)?;

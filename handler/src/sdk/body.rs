@@ -39,6 +39,25 @@ impl Body {
     pub fn empty() -> Self {
         Self::new(http_body_util::Empty::<Bytes>::new())
     }
+
+    /// Reads the whole body. A request body past the daemon's `max_body_bytes` ends in an error
+    /// that [`is_too_large`] recognises (axum's extractors answer it with 413 by themselves).
+    pub async fn to_bytes(self) -> Result<Bytes, BoxError> {
+        Ok(self.collect().await?.to_bytes())
+    }
+}
+
+/// Whether a body error is the daemon's `max_body_bytes` limit being passed: answer it with
+/// `413 Payload Too Large`.
+pub fn is_too_large(error: &BoxError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 impl Default for Body {

@@ -322,6 +322,22 @@ async fn respond(
     request: http::Request<Incoming>,
 ) -> Result<http::Response<TrackedBody>, Infallible> {
     let activity = activity.begin();
+    let mut request = request;
+    let inject = match &shared.live_reload {
+        Some(live) => {
+            let (method, uri) = (request.method().clone(), request.uri().clone());
+            let phase = shared.phase.clone();
+            match live.before_app(&method, &uri, request.headers_mut(), phase).await {
+                super::live_reload::BeforeApp::Answer(response) => {
+                    let target = uri.path_and_query().map_or("/", |target| target.as_str());
+                    let tracker = shared.host.request(socket, method.as_str(), target);
+                    return Ok(finish(response, tracker, activity, &shared));
+                }
+                super::live_reload::BeforeApp::Serve { inject } => inject,
+            }
+        }
+        None => false,
+    };
     let writes = can_write(request.method());
     let method = request.method().clone();
     let target = request.uri().path_and_query().map_or("/", |target| target.as_str()).to_owned();
@@ -363,6 +379,10 @@ async fn respond(
             tracker.outcome = request_outcome::CUT;
             purged()
         }
+    };
+    let response = match &shared.live_reload {
+        Some(live) if inject => live.inject(response).await,
+        _ => response,
     };
     Ok(finish(response, tracker, activity, &shared))
 }

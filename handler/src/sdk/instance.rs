@@ -197,6 +197,8 @@ pub(crate) struct Shared {
     pub(crate) writes: Writes,
     /// Where a request held past this generation's end goes (the daemon's HTTP address).
     pub(crate) forward_address: Option<std::net::SocketAddr>,
+    /// Live reload in pages, when the daemon turned it on.
+    pub(crate) live_reload: Option<super::live_reload::LiveReload>,
 }
 
 /// The app, behind a trait object: everything that serves it (hyper, the connection logic, the
@@ -288,6 +290,7 @@ impl Instance {
                 streams_closing: streams_closing_receiver,
                 writes: Writes::default(),
                 forward_address,
+                live_reload: super::live_reload::LiveReload::from_environment(config.generation),
             }),
             runtime: Some(runtime),
             app: OnceLock::new(),
