@@ -255,8 +255,8 @@ async fn notes_api_runs_its_tower_http_layers_and_logs_trace_layer_spans_under_r
         .stdout(std::fs::File::create(app.runtime_dir.join("events.log")).unwrap())
         .spawn()
         .unwrap();
-    // Writes need the bearer token (ValidateRequestHeaderLayer).
-    // (Long enough for CompressionLayer, which leaves bodies under 32 bytes alone.)
+    // Writes need the bearer token (ValidateRequestHeaderLayer). The note is long enough for
+    // CompressionLayer, which leaves bodies under 32 bytes alone.
     let note = r#"{"text": "buy milk, eggs, flour and a birthday candle"}"#;
     let json = ("content-type", "application/json");
     let refused = request(address, "POST", "/notes", note).await.unwrap();
