@@ -110,6 +110,10 @@ impl App {
                 "hotswap-handler.workspace = true",
                 &format!("hotswap-handler = {{ path = {:?} }}", handler.display().to_string()),
             )
+            .replace(
+                "hotswap-handler = { workspace = true,",
+                &format!("hotswap-handler = {{ path = {:?},", handler.display().to_string()),
+            )
             .replace("\"../../../handler\"", &format!("{:?}", handler.display().to_string()));
         std::fs::write(
             directory.join("Cargo.toml"),
@@ -165,13 +169,25 @@ impl App {
 
     /// Starts `hotswap serve ARGUMENTS...` and waits until its socket answers.
     pub async fn serve_with(&self, arguments: &[&str]) -> Daemon {
+        self.serve_from(&self.directory, arguments, &[]).await
+    }
+
+    /// Starts `hotswap serve ARGUMENTS...` in `working_directory` (`-w` names the app when that
+    /// is not its directory) with `environment` added, and waits until its socket answers.
+    pub async fn serve_from(
+        &self,
+        working_directory: &Path,
+        arguments: &[&str],
+        environment: &[(&str, &str)],
+    ) -> Daemon {
         let log_path = self.runtime_dir.join(format!("serve-{}.log", std::process::id()));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(binary("hotswap"))
             .arg("serve")
             .args(arguments)
-            .current_dir(&self.directory)
+            .current_dir(working_directory)
             .env("XDG_RUNTIME_DIR", &self.runtime_dir)
+            .envs(environment.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
