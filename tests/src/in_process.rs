@@ -11,6 +11,9 @@ use hotswap_daemon::engine::{Engine, EngineConfig, SwapFailure, SwapReport};
 use hotswap_protocol::events::Event;
 use tokio::sync::mpsc;
 
+/// The environment variable that names the engine a host belongs to.
+const ENGINE_MARKER: &str = "HOTSWAP_TEST_ENGINE";
+
 /// An engine serving on `127.0.0.1:<free port>` until [`InProcessEngine::stop`].
 #[derive(Debug)]
 pub struct InProcessEngine {
@@ -26,7 +29,9 @@ impl InProcessEngine {
     /// Starts an engine with a 2 s drain timeout, changed by `configure`.
     pub async fn start(configure: impl FnOnce(&mut EngineConfig)) -> InProcessEngine {
         let generations = tempfile::tempdir().unwrap();
-        let host = HostProgram::new(crate::binaries::binary("hotswap"));
+        let mut host = HostProgram::new(crate::binaries::binary("hotswap"));
+        // Tells this engine's hosts from those of other engines in the same test process.
+        host.environment.push((ENGINE_MARKER.into(), generations.path().as_os_str().to_owned()));
         let mut config = EngineConfig::with_host(generations.path().to_path_buf(), host);
         config.drain_timeout = Duration::from_secs(2);
         configure(&mut config);
@@ -53,6 +58,24 @@ impl InProcessEngine {
             server: Some(server),
             generations,
         }
+    }
+
+    /// The host processes of this engine that still live: its generations and its spare.
+    pub fn host_processes(&self) -> Vec<u32> {
+        let marker = [
+            ENGINE_MARKER.as_bytes(),
+            b"=",
+            self.generations.path().as_os_str().as_encoded_bytes(),
+            b"\0",
+        ]
+        .concat();
+        host_processes()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|environ| environ.windows(marker.len()).any(|part| part == marker))
+            })
+            .collect()
     }
 
     /// The directory the engine gives each generation its own library file in.

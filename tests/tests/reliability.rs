@@ -11,7 +11,7 @@ use hotswap_daemon::engine::StatePolicy;
 use hotswap_protocol::events::{Event, RetireOutcome, SwapStage};
 use hotswap_tests::artifacts::fixture_library;
 use hotswap_tests::http::{HttpConnection, HttpResponse, get, request};
-use hotswap_tests::in_process::{InProcessEngine, host_processes, mapped_files_under};
+use hotswap_tests::in_process::{InProcessEngine, mapped_files_under};
 use hotswap_tests::load::{CurrentGeneration, ResponseCheck, run_checked_load};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -251,8 +251,8 @@ async fn truncated_and_corrupt_libraries_are_refused() {
     }
     // Every refused library's host process ends: generation 1 and the spare are left.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while host_processes().len() > 2 {
-        assert!(Instant::now() < deadline, "refused hosts live on: {:?}", host_processes());
+    while running.host_processes().len() > 2 {
+        assert!(Instant::now() < deadline, "refused hosts live on: {:?}", running.host_processes());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     running.stop().await;
@@ -295,8 +295,12 @@ async fn a_hanging_start_times_out_and_its_process_is_ended() {
 
     // The stuck generation's process is ended: only generation 1 and the spare host are left.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while host_processes().len() > 2 {
-        assert!(Instant::now() < deadline, "the stuck host lives on: {:?}", host_processes());
+    while running.host_processes().len() > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck host lives on: {:?}",
+            running.host_processes()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
