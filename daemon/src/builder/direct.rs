@@ -382,9 +382,17 @@ fn capture(
     artifact: Option<&Path>,
     setup: &CaptureSetup,
 ) -> Result<Captured, String> {
-    let artifact = artifact.ok_or("cargo named no library file for the handler")?.to_path_buf();
     let out_dir = invocation.argument("--out-dir").ok_or("rustc had no --out-dir")?;
     let crate_name = invocation.argument("--crate-name").ok_or("rustc had no --crate-name")?;
+    // Where cargo puts a cdylib: `lib<name>.so` beside `deps/` (cargo names it only when the
+    // build succeeds; a build that failed in the handler still recorded its rustc).
+    let artifact = match artifact {
+        Some(artifact) => artifact.to_path_buf(),
+        None => Path::new(out_dir)
+            .parent()
+            .ok_or("rustc's --out-dir has no parent")?
+            .join(format!("lib{crate_name}{}", std::env::consts::DLL_SUFFIX)),
+    };
     let extra = invocation
         .arguments_named("-C")
         .find_map(|option| option.strip_prefix("extra-filename="))
