@@ -570,14 +570,25 @@ fn capture_setup(packages: &PackageSet, spec: &BuildSpec) -> Option<CaptureSetup
     })
 }
 
-/// This binary as cargo can run it: `/proc/<pid>/exe`, which stays valid while the daemon runs
-/// even if the file is replaced (a `cargo install` of a new hotswap).
+/// This binary as cargo can run it: its path while that file is still this binary (cargo keeps
+/// what it learns of rustc per wrapper path, so a stable path is worth having), else
+/// `/proc/<pid>/exe`, which stays this binary while the daemon runs even when the file was
+/// replaced (a `cargo install` of another hotswap).
 fn wrapper_program() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let by_pid = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
-    if by_pid.exists() {
-        return Some(by_pid);
+    let running = std::fs::metadata(&by_pid).ok();
+    let path = std::env::current_exe().ok().filter(|path| path.is_file());
+    match (path, running) {
+        (Some(path), Some(running))
+            if std::fs::metadata(&path)
+                .is_ok_and(|file| (file.dev(), file.ino()) == (running.dev(), running.ino())) =>
+        {
+            Some(path)
+        }
+        (_, Some(_)) => Some(by_pid),
+        (path, None) => path,
     }
-    std::env::current_exe().ok().filter(|path| path.is_file())
 }
 
 /// A direct build to run: the captured rustc, and the sources the library on disk came from.
