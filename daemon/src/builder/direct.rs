@@ -80,24 +80,56 @@ pub(crate) struct SourceContents {
     fingerprint: Fingerprint,
 }
 
+/// The sources a dep-info file lists, read just before a build: their identities and bytes.
+#[derive(Debug, Default)]
+struct SourcesBefore {
+    files: Vec<(PathBuf, cargo_inputs::FileIdentity, Vec<u8>)>,
+}
+
+impl SourcesBefore {
+    fn read(dep_info: &Path, working_directory: &Path) -> Self {
+        let Ok(text) = std::fs::read_to_string(dep_info) else { return Self::default() };
+        let mut files = Vec::new();
+        for path in cargo_inputs::dep_info_sources(&text, working_directory) {
+            let identity = cargo_inputs::FileIdentity::of(&path);
+            let bytes = std::fs::read(&path);
+            // The identity again: a file written while it was read is left out.
+            if let (Some(identity), Ok(bytes)) = (identity, bytes)
+                && cargo_inputs::FileIdentity::of(&path) == Some(identity)
+            {
+                files.push((path, identity, bytes));
+            }
+        }
+        Self { files }
+    }
+}
+
 impl SourceContents {
-    /// Reads the sources `dep_info` lists, or `None` when any may have changed after `started`
-    /// (then it is unknown what the build read) or they are too large to keep.
+    /// Reads the sources `dep_info` lists after a build, or `None` when it is unknown what the
+    /// build read: a file is known when its identity is the one `before` took just before the
+    /// build began (then the build read those bytes), or when it has not changed since
+    /// `started`. Also `None` when they are too large to keep.
     fn read(
         dep_info: &Path,
         working_directory: &Path,
         artifact: &Path,
         started: SystemTime,
+        before: &SourcesBefore,
     ) -> Option<Self> {
         let text = std::fs::read_to_string(dep_info).ok()?;
         let mut files = Vec::new();
         let mut total = 0;
         for path in cargo_inputs::dep_info_sources(&text, working_directory) {
             let identity = cargo_inputs::FileIdentity::of(&path)?;
-            if identity.changed_after(started) {
-                return None;
-            }
-            let bytes = std::fs::read(&path).ok()?;
+            let known = before
+                .files
+                .iter()
+                .find(|(known, known_identity, _)| *known == path && *known_identity == identity);
+            let bytes = match known {
+                Some((_, _, bytes)) => bytes.clone(),
+                None if identity.changed_after(started) => return None,
+                None => std::fs::read(&path).ok()?,
+            };
             total += bytes.len();
             if total > MAX_KEPT_SOURCES {
                 return None;
@@ -259,6 +291,7 @@ pub(crate) fn after_cargo(
             &captured.invocation.working_directory,
             artifact,
             started,
+            &SourcesBefore::default(),
         )
         .map(Arc::new),
         _ => None,
@@ -645,6 +678,15 @@ pub(crate) async fn run(
             ));
         }
     }
+    let build_started = SystemTime::now();
+    let before = {
+        let captured = captured.clone();
+        tokio::task::spawn_blocking(move || {
+            SourcesBefore::read(&captured.dep_info, &captured.invocation.working_directory)
+        })
+        .await
+        .unwrap_or_default()
+    };
 
     // Cargo's lock of the build directory: a cargo building there now waits for us, and we for it.
     let _lock = match lock_build_directory(&captured.lock_file, progress, cancel).await {
@@ -661,7 +703,6 @@ pub(crate) async fn run(
         message: format!("Compiling {}, rustc directly", captured.description),
         blocked: false,
     });
-    let build_started = SystemTime::now();
     let invocation = &captured.invocation;
     let mut command = tokio::process::Command::new(&invocation.program);
     command
@@ -751,10 +792,24 @@ pub(crate) async fn run(
             ));
         }
         if errors.is_empty() {
-            return DirectOutcome::NeedsCargo(match &status {
-                Ok(status) => format!("rustc stopped without an error message ({status})"),
-                Err(error) => format!("rustc could not be waited for: {error}"),
-            });
+            use std::os::unix::process::ExitStatusExt;
+            return match &status {
+                // Killed (the OOM killer, a stray `pkill`): a failed build, as when cargo is.
+                Ok(status) if status.signal().is_some() => DirectOutcome::Done(output(
+                    BuildResult::Failed,
+                    diagnostics,
+                    format!(
+                        "rustc stopped without reporting an error ({status}); save again or run `hotswap reload` to retry\n"
+                    ),
+                )),
+                Ok(status) => DirectOutcome::NeedsCargo(format!(
+                    "rustc stopped without an error message ({status}){}",
+                    other_lines.first().map(|line| format!(": {line}")).unwrap_or_default()
+                )),
+                Err(error) => {
+                    DirectOutcome::NeedsCargo(format!("rustc could not be waited for: {error}"))
+                }
+            };
         }
         let rendered = diagnostics::render_errors(&diagnostics);
         return DirectOutcome::Done(output(BuildResult::Failed, diagnostics, rendered));
@@ -782,6 +837,7 @@ pub(crate) async fn run(
                 &captured.invocation.working_directory,
                 &captured.artifact,
                 build_started,
+                &before,
             )
         })
         .await
