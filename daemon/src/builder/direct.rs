@@ -451,9 +451,6 @@ impl DirectRustc {
     pub(crate) fn new(enabled: bool) -> Self {
         let disabled = if !enabled {
             Some("`direct_rustc = false` in hotswap.toml".to_owned())
-        } else if std::env::var_os("RUSTC_WORKSPACE_WRAPPER").is_some_and(|value| !value.is_empty())
-        {
-            Some("RUSTC_WORKSPACE_WRAPPER is set: hotswap does not replace your wrapper".to_owned())
         } else if wrapper_program().is_none() {
             Some("the hotswap binary cannot be found to record cargo's rustc".to_owned())
         } else {
@@ -474,11 +471,20 @@ impl DirectRustc {
         packages: &PackageSet,
         spec: &BuildSpec,
     ) -> super::BuildPlan {
-        let capture = self.disabled.is_none().then(|| capture_setup(packages, spec)).flatten();
+        let capture = match &self.disabled {
+            Some(why) => Err(why.clone()),
+            None => capture_setup(packages, spec),
+        };
+        let capture = match capture {
+            Ok(capture) => Some(capture),
+            Err(why) => {
+                return super::BuildPlan::Cargo {
+                    why: format!("the fast path is off: {why}"),
+                    capture: None,
+                };
+            }
+        };
         let cargo = |why: String| super::BuildPlan::Cargo { why, capture: capture.clone() };
-        if let Some(why) = &self.disabled {
-            return cargo(format!("the fast path is off: {why}"));
-        }
         if reason == BuildReason::Initial {
             return cargo("the first build".to_owned());
         }
@@ -574,8 +580,17 @@ fn cargo_input_reason(path: &Path, packages: &PackageSet) -> Option<String> {
     }
 }
 
-fn capture_setup(packages: &PackageSet, spec: &BuildSpec) -> Option<CaptureSetup> {
-    let handler = packages.local_packages.first()?;
+/// Environment variables that put a wrapper of the user's around rustc: cargo would run it with
+/// ours as its compiler, which ours cannot answer for.
+const WRAPPER_VARIABLES: [&str; 4] = [
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_BUILD_RUSTC_WRAPPER",
+    "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER",
+];
+
+fn capture_setup(packages: &PackageSet, spec: &BuildSpec) -> Result<CaptureSetup, String> {
+    let handler = packages.local_packages.first().ok_or("the handler package is unknown")?;
     let handler_root = handler.root().to_path_buf();
     let mut before_files = Vec::new();
     for package in &packages.local_packages {
@@ -584,14 +599,33 @@ fn capture_setup(packages: &PackageSet, spec: &BuildSpec) -> Option<CaptureSetup
     }
     before_files.push(packages.cargo_workspace_root.join("Cargo.toml"));
     before_files.push(packages.cargo_workspace_root.join("Cargo.lock"));
-    let working_directory = std::env::current_dir().ok()?;
-    before_files.extend(cargo_inputs::configuration_files(&[
+    let working_directory = std::env::current_dir().map_err(|error| error.to_string())?;
+    let configuration = cargo_inputs::configuration_files(&[
         &working_directory,
         &packages.cargo_workspace_root,
         &handler_root,
-    ]));
-    Some(CaptureSetup {
-        wrapper: wrapper_program()?,
+    ]);
+    if let Some(variable) = WRAPPER_VARIABLES
+        .iter()
+        .find(|variable| std::env::var_os(variable).is_some_and(|value| !value.is_empty()))
+    {
+        return Err(format!("{variable} is set: hotswap does not replace your wrapper"));
+    }
+    // A wrapper in cargo's configuration (sccache, say), the same.
+    for file in &configuration {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && (text.contains("rustc-wrapper") || text.contains("rustc-workspace-wrapper"))
+        {
+            return Err(format!(
+                "{} names a rustc wrapper: hotswap does not replace your wrapper",
+                file.display()
+            ));
+        }
+    }
+    before_files.extend(configuration);
+    Ok(CaptureSetup {
+        wrapper: wrapper_program()
+            .ok_or("the hotswap binary cannot be found to record cargo's rustc")?,
         capture_file: spec
             .target_dir
             .join("hotswap-rustc")
