@@ -626,10 +626,13 @@ fn capture_setup(packages: &PackageSet, spec: &BuildSpec) -> Result<CaptureSetup
     Ok(CaptureSetup {
         wrapper: wrapper_program()
             .ok_or("the hotswap binary cannot be found to record cargo's rustc")?,
-        capture_file: spec
-            .target_dir
-            .join("hotswap-rustc")
-            .join(format!("{}.json", spec.library_name)),
+        // Per daemon: several may build in one target directory. Read and removed after each
+        // cargo build.
+        capture_file: spec.target_dir.join("hotswap-rustc").join(format!(
+            "{}-{}.json",
+            spec.library_name,
+            std::process::id()
+        )),
         handler_id: handler.id.clone(),
         handler_root,
         workspace_root: packages.cargo_workspace_root.clone(),
