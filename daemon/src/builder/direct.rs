@@ -1038,6 +1038,59 @@ mod tests {
         assert_eq!(unit_dep_info(&unit), Some(script.join("build_script_build-9f.d")));
     }
 
+    fn captured(inputs: InputSnapshot) -> Arc<Captured> {
+        Arc::new(Captured {
+            invocation: Invocation {
+                program: "rustc".into(),
+                arguments: Vec::new(),
+                working_directory: "/w".into(),
+                environment: Vec::new(),
+            },
+            inputs,
+            outputs: InputSnapshot::default(),
+            artifact: "/t/debug/libapp.so".into(),
+            dep_info: "/t/debug/deps/app.d".into(),
+            lock_file: "/t/debug/.cargo-lock".into(),
+            description: "app v0.1.0 (/w)".into(),
+        })
+    }
+
+    fn cargo_build(
+        succeeded: bool,
+        captured: Option<Result<Arc<Captured>, String>>,
+        inputs: Result<InputSnapshot, String>,
+    ) -> Learned {
+        Learned::Cargo(Arc::new(CargoLearned { succeeded, captured, inputs, sources: None }))
+    }
+
+    #[test]
+    fn a_record_holds_while_cargo_finds_the_handler_up_to_date_and_nothing_it_reads_changed() {
+        let directory = tempfile::tempdir().unwrap();
+        let manifest = directory.path().join("Cargo.toml");
+        std::fs::write(&manifest, "[package]\n").unwrap();
+        let inputs = InputSnapshot::of([manifest.clone()]);
+        let mut direct = DirectRustc::new(true);
+        assert!(direct.captured.is_err());
+        direct.learn(cargo_build(true, Some(Ok(captured(inputs.clone()))), Ok(inputs.clone())));
+        assert!(direct.captured.is_ok());
+        // Up to date, nothing changed: the record still holds.
+        direct.learn(cargo_build(true, None, Ok(inputs.clone())));
+        assert!(direct.captured.is_ok());
+        // A failed direct build or a cancelled build teaches nothing.
+        direct.learn(Learned::Nothing);
+        assert!(direct.captured.is_ok());
+        // Up to date, but the manifest changed since the record: cargo's next run may differ.
+        std::fs::write(&manifest, "[package]\nname = \"app\"\n").unwrap();
+        direct.learn(cargo_build(true, None, Ok(InputSnapshot::of([manifest.clone()]))));
+        assert!(direct.captured.as_ref().unwrap_err().contains("did not compile the handler"));
+        // Recorded again, then a build that failed before the handler.
+        let inputs = InputSnapshot::of([manifest]);
+        direct.learn(cargo_build(false, Some(Ok(captured(inputs.clone()))), Ok(inputs.clone())));
+        assert!(direct.captured.is_ok(), "a compile error in the handler keeps its command line");
+        direct.learn(cargo_build(false, None, Ok(inputs)));
+        assert!(direct.captured.as_ref().unwrap_err().contains("failed before compiling"));
+    }
+
     #[test]
     fn places_the_library_where_cargo_does() {
         let directory = tempfile::tempdir().unwrap();
