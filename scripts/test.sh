@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of hotswap: formatting and lints, the Rust workspace (unit tests, in-process
-# tests, end-to-end tests with the real binaries, real cargo builds and real neovim/Emacs), the
-# language server against the real daemon, and the VS Code extension (unit tests and real VS Code
-# in headless Chromium). Installs what the tests need first (editors, code-server, Chromium;
-# cached in ~/.cache/hotswap-e2e, so later runs skip it). Safe to run again.
+# tests, end-to-end tests with the real binaries, real cargo builds, real neovim/Emacs and pages
+# in headless Chromium), the language server against the real daemon, and the VS Code extension
+# (unit tests and real VS Code in headless Chromium). Installs what the tests need first
+# (editors, code-server, Chromium, playwright-core; cached in ~/.cache/hotswap-e2e, so later runs
+# skip it). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repository=$PWD
@@ -12,6 +13,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "install the editors the tests drive (neovim 0.7 and 0.11, Emacs with eglot)"
 lsp/scripts/install-editors.sh
+
+step "install Chromium and playwright-core for the browser tests (live reload)"
+scripts/browser-e2e-setup.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

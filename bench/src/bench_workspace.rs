@@ -409,8 +409,9 @@ fn write_standalone_crate(
     app_name: &str,
     source: &str,
 ) -> anyhow::Result<()> {
-    let handler_type = user_style::exported_handler_type(source)
-        .with_context(|| format!("no export_handler!(...) in examples/{app_name}/src/lib.rs"))?;
+    let handler_type = user_style::exported_handler_type(source).with_context(|| {
+        format!("no export_handler!(...) or export_router!(...) in examples/{app_name}/src/lib.rs")
+    })?;
     let mut manifest: toml::Table =
         std::fs::read_to_string(app_directory.join("Cargo.toml"))?.parse()?;
     manifest.remove("lib");

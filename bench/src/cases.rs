@@ -1,12 +1,14 @@
 //! The benchmark cases of BENCHMARKS.md, each measuring hotswap and its baseline side by side
 //! in alternating rounds, and adding its section and goals to the report.
 
+pub(crate) mod browser_follows_save;
 pub(crate) mod build_variants;
 pub(crate) mod change_under_load;
 pub(crate) mod crash_recovery;
 pub(crate) mod dispatch;
 pub(crate) mod memory_and_idle;
 pub(crate) mod save_to_served;
+pub(crate) mod slow_setup;
 pub(crate) mod state_handoff;
 pub(crate) mod swap_cost;
 

@@ -90,6 +90,22 @@ impl DaemonProcess {
         Ok(())
     }
 
+    /// Sends the save of an asset: the daemon must tell pages at once, without a build.
+    pub(crate) async fn did_save_asset(&self, path: &Path) -> anyhow::Result<()> {
+        let result = self
+            .client
+            .request::<DidSave>(DidSaveParams { paths: vec![path.to_path_buf()] })
+            .await?;
+        let asset = result
+            .ignored
+            .iter()
+            .any(|ignored| ignored.reason == hotswap_daemon::browser::ASSET_SAVED);
+        if !result.accepted.is_empty() || !asset {
+            bail!("the daemon did not take {} for an asset: {result:?}", path.display());
+        }
+        Ok(())
+    }
+
     /// `hotswap reload`: build and swap now; answers when the new generation serves.
     pub(crate) async fn reload(&self) -> anyhow::Result<ReloadOutcome> {
         Ok(self.client.request::<Reload>(Default::default()).await?)

@@ -8,6 +8,7 @@
 //! cargo run --release -p hotswap-bench            # the full run (~15 minutes on 2 CPUs)
 //! cargo run --release -p hotswap-bench -- --quick # a few rounds, to check that it works
 //! cargo run --release -p hotswap-bench -- --only state-handoff  # one case that needs no servers
+//! cargo run --release -p hotswap-bench -- --only browser         # save → visible in a page (Chromium)
 //! ```
 //!
 //! It builds what it needs (the `hotswap` binary in release, the example apps and their
@@ -50,11 +51,13 @@ Benchmarks hotswap (see BENCHMARKS.md). --quick runs a few rounds only, to check
 benchmark works; its numbers are not worth quoting. --builtin-load uses the built-in load
 generator for the dispatch case even when wrk is installed (it is the fallback when wrk cannot be
 installed). --only runs one of the cases that need no servers: swap-cost, crash-recovery,
-state-handoff, memory. The report is printed and written to target/hotswap-bench/report.md (or
+state-handoff, slow-setup, memory, browser (save → visible in a page, in headless Chromium; run
+scripts/browser-e2e-setup.sh once first). The report is printed and written to target/hotswap-bench/report.md (or
 FILE).";
 
 /// The cases `--only` can run by themselves.
-const SOLO_CASES: [&str; 4] = ["swap-cost", "crash-recovery", "state-handoff", "memory"];
+const SOLO_CASES: [&str; 6] =
+    ["swap-cost", "crash-recovery", "state-handoff", "slow-setup", "memory", "browser"];
 
 fn main() -> anyhow::Result<()> {
     // The engine worker's generations run in host processes started from this binary.
@@ -177,7 +180,9 @@ async fn run_solo_case(context: &mut BenchContext, case: &str) -> anyhow::Result
         "swap-cost" => cases::swap_cost::run(context).await,
         "crash-recovery" => cases::crash_recovery::run(context).await,
         "state-handoff" => cases::state_handoff::run(context).await,
+        "slow-setup" => cases::slow_setup::run(context).await,
         "memory" => cases::memory_and_idle::run_memory(context).await,
+        "browser" => cases::browser_follows_save::run(context).await,
         other => bail!("no case {other:?} runs alone; these do: {}", SOLO_CASES.join(", ")),
     }
 }
@@ -255,7 +260,9 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
     cases::swap_cost::run(context).await?;
     cases::crash_recovery::run(context).await?;
     cases::state_handoff::run(context).await?;
+    cases::slow_setup::run(context).await?;
     cases::memory_and_idle::run_memory(context).await?;
+    cases::browser_follows_save::run(context).await?;
     Ok(())
 }
 

@@ -155,14 +155,14 @@ async fn main() {
 "#,
 );
 
-/// The `main` that serves the routes of `examples/todo` (its `routes` function and `Shared` state).
+/// The `main` that serves the routes of `examples/todo` (its `app` function and `Shared` state).
 pub(crate) const TODO_AXUM: UserStyleSource = UserStyleSource::FromExample {
     main: r#"
 #[tokio::main]
 async fn main() {
     let address = std::env::var("HOTSWAP_BENCH_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&address).await.expect("cannot listen");
-    axum::serve(listener, routes(Shared::default())).await.expect("server failed");
+    axum::serve(listener, app(Shared::default()).await).await.expect("server failed");
 }
 "#,
 };
@@ -199,10 +199,17 @@ pub(crate) fn user_style_source(
     match source {
         UserStyleSource::Written(text) => Ok(text.replace("{greeting}", greeting)),
         UserStyleSource::FromExample { main } => {
-            let handler_type = exported_handler_type(lib_source).with_context(|| {
-                format!("no export_handler!(...) in examples/{app_name}/src/lib.rs")
-            })?;
-            let body = without_hotswap(lib_source, &handler_type).with_context(|| {
+            let body = if lib_source.contains("export_router!(") {
+                without_hotswap_router(lib_source)
+            } else {
+                let handler_type = exported_handler_type(lib_source).with_context(|| {
+                    format!(
+                        "no export_handler!(...) or export_router!(...) in examples/{app_name}/src/lib.rs"
+                    )
+                })?;
+                without_hotswap(lib_source, &handler_type)
+            }
+            .with_context(|| {
                 format!(
                     "cannot make examples/{app_name}/src/lib.rs an ordinary axum binary; \
                      update bench/src/user_style.rs"
@@ -219,8 +226,12 @@ pub(crate) fn user_style_source(
     }
 }
 
-/// The type named by `export_handler!(...)` in a handler crate's source.
+/// The type named by `export_handler!(...)` in a handler crate's source (`HotswapApp`, the type
+/// `export_router!(...)` defines, for a router app).
 pub(crate) fn exported_handler_type(source: &str) -> Option<String> {
+    if source.contains("export_router!(") {
+        return Some("HotswapApp".to_owned());
+    }
     source
         .split("export_handler!(")
         .nth(1)
@@ -253,6 +264,31 @@ pub(crate) fn without_hotswap(source: &str, handler_type: &str) -> anyhow::Resul
     let export = format!("hotswap_handler::export_handler!({handler_type});");
     let start = text.find(&export).context("no `hotswap_handler::export_handler!(...)`")?;
     remove_with_line_end(&mut text, start, start + export.len());
+    for crate_name in ["tokio", "tracing"] {
+        text =
+            text.replace(&format!("hotswap_handler::{crate_name}::"), &format!("{crate_name}::"));
+    }
+    if let Some(position) = text.find("hotswap_handler") {
+        let line = text[position..].lines().next().unwrap_or_default();
+        bail!("the source still uses hotswap_handler: {line}");
+    }
+    Ok(collapse_blank_lines(&text))
+}
+
+/// An `export_router!` app's source without hotswap: its `//!` header and the
+/// `hotswap_handler::export_router!(...);` line removed, and the SDK's re-exports named as the
+/// crates a user depends on. What is left is an ordinary axum library: its `app` function builds
+/// the `Router`.
+pub(crate) fn without_hotswap_router(source: &str) -> anyhow::Result<String> {
+    let mut text: String = source
+        .lines()
+        .skip_while(|line| line.starts_with("//!"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let start =
+        text.find("hotswap_handler::export_router!(").context("no `export_router!(...)`")?;
+    let end = text[start..].find(");").context("an `export_router!(` without `);`")?;
+    remove_with_line_end(&mut text, start, start + end + 2);
     for crate_name in ["tokio", "tracing"] {
         text =
             text.replace(&format!("hotswap_handler::{crate_name}::"), &format!("{crate_name}::"));
@@ -599,7 +635,7 @@ mod tests {
         let text = user_style_source(TODO_AXUM, "todo", TODO_SOURCE, "").unwrap();
         assert!(!text.contains("hotswap_handler"), "{text}");
         assert!(!text.contains("impl Handler"), "{text}");
-        assert!(!text.contains("pub struct Todo "), "{text}");
+        assert!(!text.contains("export_router"), "{text}");
         assert!(text.contains("pub struct TodoState"), "{text}");
         // The routes, the handlers and the line the benchmark edits stay.
         assert!(text.contains("fn routes(state: Shared) -> Router"), "{text}");
@@ -608,7 +644,7 @@ mod tests {
         assert!(text.contains("tracing::info!(id = item.id"));
         assert!(text.contains("tokio::time::sleep"));
         assert!(text.contains("#[tokio::main]\nasync fn main()"));
-        assert!(text.contains("axum::serve(listener, routes(Shared::default()))"));
+        assert!(text.contains("axum::serve(listener, app(Shared::default()).await)"));
         assert!(text.starts_with("//! examples/todo as a user without hotswap writes it"));
         assert_eq!(text.matches("//!").count(), 2, "only the generated header: {text}");
     }

@@ -23,13 +23,16 @@ use crate::Command;
 
 pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { listen, target_dir, fresh_state } => {
-            install_logging();
-            serve(ServeOptions { workspace, listen, target_dir, fresh_state }).await?;
+        Command::Serve { listen, target_dir, fresh_state, verbose } => {
+            install_logging(verbose);
+            serve(ServeOptions { workspace, listen, target_dir, fresh_state, verbose }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::New { directory, name, sdk_path, sdk_version, target_dir, listen } => {
             new(directory, name, sdk_path, sdk_version, target_dir, listen)
+        }
+        Command::Init { directory, sdk_path, sdk_version, listen } => {
+            init(directory, sdk_path, sdk_version, listen)
         }
         Command::Endpoint => {
             let endpoint = endpoint(workspace.as_deref())?;
@@ -55,12 +58,12 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
                     }
                 }
             };
-            Ok(print_outcome(&outcome, json))
+            Ok(print_outcome(&outcome, json, &client).await)
         }
         Command::Rollback { json } => {
             let (client, _) = connect(workspace.as_deref()).await?;
             let outcome = client.request::<Rollback>(NoParams {}).await?;
-            Ok(print_outcome(&outcome, json))
+            Ok(print_outcome(&outcome, json, &client).await)
         }
         Command::Save { paths } => {
             let (client, _) = connect(workspace.as_deref()).await?;
@@ -117,7 +120,7 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
                 Some(file) => {
                     let path = std::path::absolute(&file)?;
                     let outcome = client.request::<LoadState>(LoadStateParams { path }).await?;
-                    Ok(print_outcome(&outcome, json))
+                    Ok(print_outcome(&outcome, json, &client).await)
                 }
                 None => {
                     let state = client.request::<State>(NoParams {}).await?;
@@ -172,15 +175,23 @@ pub(crate) async fn run(workspace: Option<PathBuf>, command: Command) -> anyhow:
     }
 }
 
-/// Logging for `hotswap serve`: to stderr, filtered by `RUST_LOG` (default `info`).
-fn install_logging() {
+/// Logging for `hotswap serve`: to stderr, filtered by `RUST_LOG` (default `info`, `debug` with
+/// `-v`, `trace` with `-vv`). Handler lines always pass: the generation filtered them already,
+/// with the same directives (see `serve::handler_log_directives`).
+fn install_logging(verbose: u8) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    let default = match verbose {
+        0 => tracing::Level::INFO,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+        .unwrap_or_else(|| Targets::new().with_default(default))
+        .with_target("handler", tracing::Level::TRACE);
     let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -211,6 +222,43 @@ async fn connect(
     }
 }
 
+fn sdk_source(sdk_path: Option<PathBuf>, sdk_version: Option<String>) -> anyhow::Result<SdkSource> {
+    Ok(match (sdk_path, sdk_version, scaffold::checkout_handler_dir()) {
+        (Some(path), _, _) => SdkSource::Path(normalized(&std::path::absolute(path)?)),
+        (None, Some(version), _) => SdkSource::Version(version),
+        (None, None, Some(checkout)) => SdkSource::Path(checkout),
+        (None, None, None) => SdkSource::Version(env!("CARGO_PKG_VERSION").to_owned()),
+    })
+}
+
+fn init(
+    directory: Option<PathBuf>,
+    sdk_path: Option<PathBuf>,
+    sdk_version: Option<String>,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    let directory = match directory {
+        Some(directory) => std::path::absolute(directory)?,
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let sdk = sdk_source(sdk_path, sdk_version)?;
+    let done = hotswap_daemon::init::init(&directory, &sdk, &listen.to_string())
+        .map_err(anyhow::Error::msg)?;
+    if done.changes.is_empty() {
+        println!("{} in {} is set up for hotswap already:", done.package, directory.display());
+    } else {
+        println!("set up {} in {} for hotswap:", done.package, directory.display());
+    }
+    for change in &done.changes {
+        println!("  + {change}");
+    }
+    for already in &done.already {
+        println!("  = {already}");
+    }
+    println!("\n{}", done.next_steps);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn new(
     directory: PathBuf,
     name: Option<String>,
@@ -219,12 +267,7 @@ fn new(
     target_dir: Option<PathBuf>,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<ExitCode> {
-    let sdk = match (sdk_path, sdk_version, scaffold::checkout_handler_dir()) {
-        (Some(path), _, _) => SdkSource::Path(normalized(&std::path::absolute(path)?)),
-        (None, Some(version), _) => SdkSource::Version(version),
-        (None, None, Some(checkout)) => SdkSource::Path(checkout),
-        (None, None, None) => SdkSource::Version(env!("CARGO_PKG_VERSION").to_owned()),
-    };
+    let sdk = sdk_source(sdk_path, sdk_version)?;
     let target_dir = match target_dir {
         Some(dir) => Some(normalized(&std::path::absolute(dir)?)),
         None if matches!(sdk, SdkSource::Path(_)) => scaffold::checkout_shared_target_dir(),
@@ -255,7 +298,20 @@ fn new(
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_outcome(outcome: &ReloadOutcome, json: bool) -> ExitCode {
+/// Prints what a reload, rollback or state load did; asks `client` what serves when it failed.
+async fn print_outcome(outcome: &ReloadOutcome, json: bool, client: &Client) -> ExitCode {
+    let serving = match outcome {
+        ReloadOutcome::BuildFailed { .. } | ReloadOutcome::SwapFailed { .. } if !json => {
+            match client.request::<Status>(NoParams {}).await {
+                Ok(status) => match status.current_generation {
+                    Some(generation) => format!("generation {generation} keeps serving"),
+                    None => "nothing is served yet".to_owned(),
+                },
+                Err(_) => "the current generation keeps serving".to_owned(),
+            }
+        }
+        _ => String::new(),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(outcome).expect("outcomes serialize"));
     }
@@ -310,10 +366,7 @@ fn print_outcome(outcome: &ReloadOutcome, json: bool) -> ExitCode {
                     .iter()
                     .filter(|diagnostic| diagnostic.severity == Severity::Error)
                     .count();
-                eprintln!(
-                    "build failed with {errors} error{}; the current generation keeps serving",
-                    plural(errors)
-                );
+                eprintln!("build failed with {errors} error{}; {serving}", plural(errors));
             }
             ExitCode::FAILURE
         }
@@ -323,7 +376,11 @@ fn print_outcome(outcome: &ReloadOutcome, json: bool) -> ExitCode {
                 for diagnostic in diagnostics {
                     eprintln!("  {}see here", location(diagnostic));
                 }
-                eprintln!("the current generation keeps serving, with its state");
+                if serving.starts_with("generation") {
+                    eprintln!("{serving}, with its state");
+                } else {
+                    eprintln!("{serving}");
+                }
             }
             ExitCode::FAILURE
         }
@@ -569,5 +626,10 @@ fn print_event(event: &Event) {
             log.target,
             log.message
         ),
+        Event::AssetsChanged(changed) => {
+            for file in &changed.files {
+                println!("asset saved: {} (no build; pages update)", file.path.display());
+            }
+        }
     }
 }

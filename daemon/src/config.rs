@@ -5,7 +5,7 @@
 //!
 //! [server]
 //! listen = "127.0.0.1:3000"
-//! max_body_bytes = 2097152          # larger request bodies get 413
+//! max_body_bytes = 0                # request bodies stream; above this many bytes, 413 (0: no limit)
 //! worker_threads = 2                # of each generation's runtime
 //! max_connections = 10000           # beyond this, new connections get a 503
 //! first_byte_timeout_ms = 10000     # a connection that sends nothing for this long is closed (0: never)
@@ -27,7 +27,18 @@
 //! export_timeout_ms = 60000         # then the swap is refused and the old generation keeps its state
 //! init_timeout_ms = 10000
 //! rollback_depth = 5
+//!
+//! [log]
+//! filter = "info"                   # handler `tracing`, e.g. "info,tower_http=debug" (RUST_LOG and -v win)
+//! [browser]
+//! live_reload = true                # pages reload after a swap, swap stylesheets in place, show build errors
+//! asset_dirs = ["assets", "static", "public"] # saves here start no build (default: those of the handler package that exist)
+//! runtime_templates = []            # globs of templates the app reads at run time, e.g. ["templates/**/*.html"]
 //! ```
+//!
+//! `asset_dirs` and `runtime_templates` are relative to the handler package's directory (where
+//! generations run). A file the last build read (`include_str!`, an askama template) builds
+//! anyway: see `browser.rs`.
 //!
 //! Unknown keys and bad values are errors that name the key and the line.
 
@@ -53,6 +64,52 @@ pub struct ConfigFile {
     pub build: BuildSection,
     #[serde(default)]
     pub swap: SwapSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub browser: BrowserSection,
+}
+
+/// `[log]`: what handler code logs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `tracing` directives for handler code, as `RUST_LOG` takes them without regular
+    /// expressions: `info`, `warn,my_app=debug,tower_http=debug`. `RUST_LOG` and `hotswap serve
+    /// -v` override it.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+/// `[browser]`: live reload in pages, and the files that start no build.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserSection {
+    #[serde(default = "default_live_reload")]
+    pub live_reload: bool,
+    /// `None`: `assets/`, `static/` and `public/` of the handler package, where they exist.
+    #[serde(default)]
+    pub asset_dirs: Option<Vec<PathBuf>>,
+    #[serde(default, deserialize_with = "runtime_templates")]
+    pub runtime_templates: Vec<String>,
+}
+
+impl Default for BrowserSection {
+    fn default() -> Self {
+        Self { live_reload: default_live_reload(), asset_dirs: None, runtime_templates: Vec::new() }
+    }
+}
+
+fn default_live_reload() -> bool {
+    true
+}
+
+fn runtime_templates<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let globs = Vec::<String>::deserialize(deserializer)?;
+    for glob in &globs {
+        crate::browser::check_glob(glob).map_err(serde::de::Error::custom)?;
+    }
+    Ok(globs)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,7 +117,8 @@ pub struct ConfigFile {
 pub struct ServerSection {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    #[serde(default = "default_max_body_bytes", deserialize_with = "positive_u64")]
+    /// 0: no limit of hotswap's own (the app's, such as axum's `DefaultBodyLimit`, applies).
+    #[serde(default)]
     pub max_body_bytes: u64,
     #[serde(default = "default_worker_threads", deserialize_with = "worker_threads")]
     pub worker_threads: u32,
@@ -74,7 +132,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             listen: default_listen(),
-            max_body_bytes: default_max_body_bytes(),
+            max_body_bytes: 0,
             worker_threads: default_worker_threads(),
             max_connections: default_max_connections(),
             first_byte_timeout_ms: default_first_byte_timeout_ms(),
@@ -152,9 +210,6 @@ impl Default for SwapSection {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 3000))
-}
-fn default_max_body_bytes() -> u64 {
-    2 * 1024 * 1024
 }
 fn default_worker_threads() -> u32 {
     2
@@ -333,6 +388,24 @@ mod tests {
         assert_eq!(file.swap.drain_timeout_ms, 5000);
         assert_eq!(file.swap.state_on_import_failure, StatePolicy::Reject);
         assert_eq!(file.swap.smoke_path, None);
+        assert!(file.browser.live_reload);
+        assert_eq!(file.browser.asset_dirs, None);
+        assert!(file.browser.runtime_templates.is_empty());
+    }
+
+    #[test]
+    fn the_browser_section_is_read_and_checked() {
+        let file = Config::parse(
+            "[browser]\nlive_reload = false\nasset_dirs = [\"web\"]\nruntime_templates = [\"views/**/*.tera\"]\n",
+        )
+        .unwrap();
+        assert!(!file.browser.live_reload);
+        assert_eq!(file.browser.asset_dirs, Some(vec![PathBuf::from("web")]));
+        assert_eq!(file.browser.runtime_templates, ["views/**/*.tera"]);
+        let error = error_of("[browser]\nruntime_templates = [\"/srv/*.html\"]\n");
+        assert!(error.contains("line 2") && error.contains("absolute"), "{error}");
+        let error = error_of("[browser]\nreload = true\n");
+        assert!(error.contains("unknown field `reload`"), "{error}");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hotswap_protocol::events::{
-    BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Event, Severity,
-    SwapFailed, SwapFinished,
+    AssetsChanged, BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Event,
+    Severity, SwapFailed, SwapFinished, SwapStage,
 };
 use hotswap_protocol::jsonrpc::{ResponseError, error_code};
 use hotswap_protocol::messages::{
@@ -47,6 +47,8 @@ pub struct DaemonParts {
     pub packages: PackageSet,
     pub build: BuildSpec,
     pub debounce: Duration,
+    /// Which saves are assets: no build, pages are told at once.
+    pub browser: crate::browser::BrowserFiles,
     pub subscribers: Arc<Subscribers>,
     /// Set to true to stop the whole daemon (the `shutdown` request).
     pub shutdown: watch::Sender<bool>,
@@ -244,7 +246,16 @@ impl Daemon {
             Message::LoadStateDone { result, cause, reply } => {
                 let outcome = match result {
                     Ok(report) => self.swapped(report, None, cause, false),
-                    Err(failure) => self.swap_failed(failure, None),
+                    Err(mut failure) => {
+                        // The code is not what changed: the file is what to fix.
+                        if failure.stage == SwapStage::State {
+                            failure.message = file_to_fix(&failure.message);
+                            if let Some(problem) = failure.state_problem.as_deref_mut() {
+                                problem.message = file_to_fix(&problem.message);
+                            }
+                        }
+                        self.swap_failed(failure, None)
+                    }
                 };
                 let _ = reply.send(Ok(to_value(outcome)));
             }
@@ -352,7 +363,13 @@ impl Daemon {
             [self.parts.build.target_dir.as_path(), self.parts.packages.cargo_target_dir.as_path()];
         let mut accepted = Vec::new();
         let mut ignored = Vec::new();
+        let mut assets = Vec::new();
         for path in paths {
+            if let Some(asset) = self.parts.browser.asset(&path) {
+                ignored.push(IgnoredPath { path, reason: crate::browser::ASSET_SAVED.to_owned() });
+                assets.push(asset);
+                continue;
+            }
             match self.parts.packages.classify(&path, &target_dirs) {
                 Ok(()) => accepted.push(path),
                 Err(reason) => {
@@ -360,6 +377,10 @@ impl Daemon {
                     ignored.push(IgnoredPath { path, reason });
                 }
             }
+        }
+        if !assets.is_empty() {
+            tracing::info!("saved {}: no build, pages are told", describe_assets(&assets));
+            self.parts.subscribers.send(&Event::AssetsChanged(AssetsChanged { files: assets }));
         }
         if !accepted.is_empty() {
             self.schedule(BuildReason::Save, accepted.clone(), self.parts.debounce);
@@ -577,12 +598,9 @@ impl Daemon {
             }
             BuildResult::Failed => {
                 tracing::error!(
-                    "build {build} failed after {build_ms:.0} ms ({}); generation {} keeps serving\n{}",
+                    "build {build} failed after {build_ms:.0} ms ({}); {}\n{}",
                     output.built_with.describe(),
-                    self.parts
-                        .engine
-                        .current_generation()
-                        .map_or("none".to_owned(), |g| g.to_string()),
+                    serving_now(&self.parts.engine),
                     output.rendered.trim_end()
                 );
                 if self.parts.engine.current_generation().is_none() {
@@ -613,6 +631,7 @@ impl Daemon {
                     "build {build} finished in {build_ms:.0} ms ({})",
                     output.built_with.describe()
                 );
+                self.parts.browser.built(&artifact);
                 let engine = self.parts.engine.clone();
                 let messages = self.messages.clone();
                 let cause = running.cause;
@@ -703,11 +722,11 @@ impl Daemon {
 
     fn swap_failed(&mut self, failure: SwapFailure, build: Option<u64>) -> ReloadOutcome {
         tracing::error!(
-            "generation {} refused at the {} stage: {}; generation {} keeps serving",
+            "generation {} refused at the {} stage: {}; {}",
             failure.generation,
             failure.stage,
             failure.message,
-            self.parts.engine.current_generation().map_or("none".to_owned(), |g| g.to_string()),
+            serving_now(&self.parts.engine),
         );
         // A state that does not read points at its struct in the code.
         let diagnostics: Vec<_> = failure
@@ -914,10 +933,32 @@ fn describe_paths(paths: &[PathBuf]) -> String {
     }
 }
 
+fn describe_assets(assets: &[hotswap_protocol::events::ChangedAsset]) -> String {
+    let paths: Vec<PathBuf> = assets.iter().map(|asset| asset.path.clone()).collect();
+    describe_paths(&paths)
+}
+
 fn to_value(value: impl serde::Serialize) -> Value {
     serde_json::to_value(value).expect("protocol types serialize")
 }
 
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+/// What serves while a build or swap failed, in words: `generation 3 keeps serving`, or
+/// `nothing is served yet` before the first generation.
+fn serving_now(engine: &crate::engine::Engine) -> String {
+    match engine.current_generation() {
+        Some(generation) => format!("generation {generation} keeps serving"),
+        None => "nothing is served yet (HTTP requests get 503 until a build serves)".to_owned(),
+    }
+}
+
+/// A state problem's message for a file given to `hotswap state --load`: the fixes for code
+/// changes replaced by the one that applies.
+fn file_to_fix(message: &str) -> String {
+    let what = message.split_once(". Fix it").map_or(message, |(what, _)| what);
+    let what = what.replace("the old state does not read", "the state in the file does not read");
+    format!("{what}. Fix the file and load it again; the current state stays")
 }

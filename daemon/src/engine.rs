@@ -141,7 +141,7 @@ impl EngineConfig {
             stream_drain_timeout: Duration::from_secs(10),
             smoke_path: None,
             state_policy: StatePolicy::Reject,
-            max_body_bytes: 2 * 1024 * 1024,
+            max_body_bytes: 0,
             worker_threads: 2,
             init_timeout: Duration::from_secs(10),
             export_timeout: Duration::from_secs(60),
@@ -790,6 +790,10 @@ impl Engine {
                 }
                 drop(current);
                 self.dispose(generation);
+                let message = format!(
+                    "{message} (the smoke request: `smoke_path = \"{path}\"` in the [swap] section \
+                     of hotswap.toml; point it at a path that answers 2xx, or remove it)"
+                );
                 return Err(failure(number, SwapStage::Smoke, message));
             }
             stages.smoke_ms = millis(clock.elapsed());

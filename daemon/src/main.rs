@@ -36,6 +36,10 @@ enum Command {
         /// Start with the app's default state, not the one the last `hotswap serve` left.
         #[arg(long)]
         fresh_state: bool,
+        /// Log more: `-v` debug, `-vv` trace, for the daemon and the handler's `tracing` (overrides
+        /// `[log] filter`; `RUST_LOG` overrides both).
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
     },
     /// Build and swap now; wait and say how it went.
     Reload {
@@ -103,6 +107,23 @@ enum Command {
         /// <checkout>/target/hotswap-apps).
         #[arg(long, value_name = "DIR")]
         target_dir: Option<PathBuf>,
+        /// The HTTP address the app will be served on.
+        #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
+    /// Set up an existing crate (an axum app, say) for `hotswap serve`: the library target, the
+    /// dependencies, hotswap.toml, .gitignore; then say how to move the router into src/lib.rs.
+    Init {
+        /// The crate's directory (default: the current one).
+        #[arg(value_name = "DIR")]
+        directory: Option<PathBuf>,
+        /// Use the hotswap-handler crate at this path (default: the checkout hotswap was built
+        /// from, when there is one).
+        #[arg(long, value_name = "PATH", conflicts_with = "sdk_version")]
+        sdk_path: Option<PathBuf>,
+        /// Use this version of hotswap-handler from the registry.
+        #[arg(long, value_name = "VERSION")]
+        sdk_version: Option<String>,
         /// The HTTP address the app will be served on.
         #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:3000")]
         listen: SocketAddr,

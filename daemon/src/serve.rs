@@ -29,6 +29,28 @@ pub struct ServeOptions {
     pub target_dir: Option<PathBuf>,
     /// Do not import the state the last `hotswap serve` of this app left on disk.
     pub fresh_state: bool,
+    /// `-v`: 1 for debug, 2 or more for trace.
+    pub verbose: u8,
+}
+
+/// The `tracing` directives for handler code: `RUST_LOG` when set, else `-v`, else `[log]
+/// filter` in hotswap.toml, else `info`.
+pub fn handler_log_directives(
+    rust_log: Option<&str>,
+    verbose: u8,
+    configured: Option<&str>,
+) -> String {
+    fn given(value: Option<&str>) -> Option<&str> {
+        value.map(str::trim).filter(|value| !value.is_empty())
+    }
+    if let Some(directives) = given(rust_log) {
+        return directives.to_owned();
+    }
+    match verbose {
+        0 => given(configured).unwrap_or("info").to_owned(),
+        1 => "debug".to_owned(),
+        _ => "trace".to_owned(),
+    }
 }
 
 /// Runs the daemon until SIGINT, SIGTERM or a `shutdown` request.
@@ -94,13 +116,27 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let target_dir =
         config.target_dir().unwrap_or_else(|| default_target_dir(&packages.cargo_target_dir));
     let swap = &config.file.swap;
-    let host = crate::engine::host_process::HostProgram {
+    let mut host = crate::engine::host_process::HostProgram {
         // Generations run where the app's crate is, as under `cargo run`: relative paths
         // (static files, templates, `.env`) mean the same.
         working_directory: packages.handler_manifest.parent().map(std::path::Path::to_path_buf),
         ..crate::engine::host_process::HostProgram::current_exe()
             .context("cannot find the hotswap binary to run generations with")?
     };
+    let directives = handler_log_directives(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        options.verbose,
+        config.file.log.filter.as_deref(),
+    );
+    tracing::debug!("handler code logs with the directives {directives:?}");
+    host.environment.push(("HOTSWAP_LOG".into(), directives.into()));
+    let browser = crate::browser::BrowserFiles::new(
+        &config.file.browser,
+        packages.handler_manifest.parent().unwrap_or(&root),
+    );
+    if config.file.browser.live_reload {
+        host.environment.push(crate::browser::live_reload_environment(endpoint.path()));
+    }
     let mut engine_config = EngineConfig::with_host(target_dir.join("generations"), host);
     engine_config.drain_timeout = Duration::from_millis(swap.drain_timeout_ms);
     engine_config.stream_drain_timeout = Duration::from_millis(swap.stream_drain_timeout_ms);
@@ -168,12 +204,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         endpoint.path().display(),
         target_dir.display()
     );
+    crate::browser::log_settings(&config.file.browser, &browser);
     let parts = DaemonParts {
         info,
         engine: engine.clone(),
         packages,
         build,
         debounce: config.debounce(),
+        browser,
         subscribers: subscribers.clone(),
         shutdown: shutdown.clone(),
     };
@@ -308,4 +346,24 @@ async fn already_served(endpoint: &Endpoint) -> String {
 /// Resolves once `shutdown` holds true (or its sender is gone).
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handler_log_directives;
+
+    #[test]
+    fn rust_log_wins_then_verbose_then_the_config_then_info() {
+        assert_eq!(
+            handler_log_directives(Some("warn,app=trace"), 2, Some("debug")),
+            "warn,app=trace"
+        );
+        assert_eq!(handler_log_directives(Some("  "), 1, Some("warn")), "debug");
+        assert_eq!(handler_log_directives(None, 2, None), "trace");
+        assert_eq!(
+            handler_log_directives(None, 0, Some("info,tower_http=debug")),
+            "info,tower_http=debug"
+        );
+        assert_eq!(handler_log_directives(None, 0, None), "info");
+    }
 }

@@ -59,6 +59,8 @@ pub mod status {
     pub const STARTED_FRESH: u32 = 3;
     /// `shutdown`: threads of the library were still running when it gave up waiting.
     pub const THREADS_LEFT: u32 = 4;
+    /// `start`: the app's own set-up (`Handler::create`) returned an error; the message says it.
+    pub const FAILED_TO_START: u32 = 5;
 }
 
 /// What `start` does when the state from the previous generation cannot be imported.

@@ -32,7 +32,7 @@ pub mod abi;
 mod sdk;
 
 #[cfg(feature = "sdk")]
-pub use sdk::{Body, BoxError, Handler, Request, Response};
+pub use sdk::{Body, BoxError, ConnectionInfo, Handler, Request, Response, is_too_large};
 
 #[cfg(feature = "axum")]
 pub mod axum;

@@ -55,7 +55,8 @@ const PURGE_GRACE: Duration = Duration::from_secs(2);
 pub struct ServeOptions {
     /// Worker threads of the app's tokio runtime; default: the number of CPUs.
     pub worker_threads: u32,
-    /// Larger request bodies are answered 413 without calling the handler; default 2 MiB, as in
+    /// Request bodies stream to the handler; beyond this many bytes they are answered 413 (a
+    /// declared length) or cut (a stream). Default 0: no limit (the app's own applies), as in
     /// `hotswap.toml`.
     pub max_body_bytes: u64,
     /// The most verbose [`log_level`] of handler `tracing` records written to stderr; default
@@ -71,7 +72,7 @@ impl Default for ServeOptions {
         Self {
             worker_threads: std::thread::available_parallelism()
                 .map_or(2, |count| u32::try_from(count.get()).unwrap_or(2)),
-            max_body_bytes: 2 * 1024 * 1024,
+            max_body_bytes: 0,
             max_log_level: log_level::INFO,
             drain_timeout: Duration::from_secs(5),
         }
@@ -152,6 +153,8 @@ pub fn serve_until<A: Handler>(
              it starts the app's runtime itself and cannot run inside another tokio runtime",
         ));
     }
+    // Production: pages are served as the app made them.
+    crate::sdk::forbid_live_reload();
     let functions = crate::sdk::entry::header::<A>().functions;
     let accept_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     listener.set_nonblocking(true)?;

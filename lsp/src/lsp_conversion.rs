@@ -97,6 +97,16 @@ fn diagnostic_tag(code: &str) -> Option<DiagnosticTag> {
     }
 }
 
+/// `window/showDocument` params that open `url` in the user's browser.
+pub(crate) fn show_in_browser(url: &str) -> Option<tower_lsp_server::ls_types::ShowDocumentParams> {
+    Some(tower_lsp_server::ls_types::ShowDocumentParams {
+        uri: Uri::from_str(url).ok()?,
+        external: Some(true),
+        take_focus: Some(true),
+        selection: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

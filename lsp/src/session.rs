@@ -32,7 +32,7 @@ use crate::daemon_link::{
 };
 use crate::editor_process::process_is_running;
 use crate::language_server::{CommandAnswer, folder_paths, request_failed};
-use crate::lsp_conversion::{lsp_diagnostic, uri_of_file_path};
+use crate::lsp_conversion::{lsp_diagnostic, show_in_browser, uri_of_file_path};
 use crate::published_diagnostics::{PublishedDiagnostics, diagnostics_by_file};
 use crate::settings::{MessageDelivery, Settings, hotswap_section};
 use crate::user_messages;
@@ -41,6 +41,9 @@ use crate::workspace_root::{nearest_workspace_root, workspace_root_of_folders};
 /// The first wait before connecting again; it doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How long the editor may take to answer `window/showDocument`.
+const SHOW_DOCUMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the editor may take to accept a progress token before the build shows none.
 const PROGRESS_CREATE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,15 +57,18 @@ pub(crate) enum HotswapCommand {
     Rollback,
     Status,
     CancelBuild,
+    /// Open the app's address in the browser (`window/showDocument` with `external`).
+    OpenInBrowser,
 }
 
 impl HotswapCommand {
-    pub(crate) const ALL: [HotswapCommand; 5] = [
+    pub(crate) const ALL: [HotswapCommand; 6] = [
         HotswapCommand::Reload,
         HotswapCommand::ReloadFreshState,
         HotswapCommand::Rollback,
         HotswapCommand::Status,
         HotswapCommand::CancelBuild,
+        HotswapCommand::OpenInBrowser,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -72,6 +78,7 @@ impl HotswapCommand {
             HotswapCommand::Rollback => "hotswap.rollback",
             HotswapCommand::Status => "hotswap.status",
             HotswapCommand::CancelBuild => "hotswap.cancelBuild",
+            HotswapCommand::OpenInBrowser => "hotswap.openInBrowser",
         }
     }
 
@@ -88,6 +95,8 @@ pub(crate) struct EditorFacts {
     pub(crate) process_id: Option<u32>,
     /// `window.workDoneProgress`: the editor accepts server-initiated `$/progress`.
     pub(crate) supports_work_done_progress: bool,
+    /// `window.showDocument.support`: the editor opens addresses the server gives it.
+    pub(crate) supports_show_document: bool,
     pub(crate) initialization_options: Option<Value>,
 }
 
@@ -115,10 +124,17 @@ impl EditorFacts {
             .as_ref()
             .and_then(|window| window.work_done_progress)
             .unwrap_or(false);
+        let supports_show_document = params
+            .capabilities
+            .window
+            .as_ref()
+            .and_then(|window| window.show_document.as_ref())
+            .is_some_and(|show| show.support);
         Self {
             workspace_folders,
             process_id: params.process_id,
             supports_work_done_progress,
+            supports_show_document,
             initialization_options: params.initialization_options,
         }
     }
@@ -162,6 +178,11 @@ enum TaskOutcome {
     CancelAnswered {
         result: Result<CancelBuildResult, DaemonError>,
         reply: Option<oneshot::Sender<CommandAnswer>>,
+    },
+    /// The editor's answer to `window/showDocument` for the app's address.
+    BrowserOpened {
+        url: String,
+        result: Result<bool, String>,
     },
 }
 
@@ -208,6 +229,7 @@ pub(crate) struct Session {
     shutdown_requested: bool,
     editor_process: Option<u32>,
     supports_work_done_progress: bool,
+    supports_show_document: bool,
     root: Option<PathBuf>,
     daemon: DaemonState,
     retry_delay: Duration,
@@ -280,6 +302,7 @@ impl Session {
             shutdown_requested: false,
             editor_process: None,
             supports_work_done_progress: false,
+            supports_show_document: false,
             root: None,
             daemon: DaemonState::NoWorkspace,
             retry_delay: RETRY_FIRST,
@@ -389,6 +412,7 @@ impl Session {
                 }
                 self.editor_process = facts.process_id;
                 self.supports_work_done_progress = facts.supports_work_done_progress;
+                self.supports_show_document = facts.supports_show_document;
                 self.root = workspace_root_of_folders(&facts.workspace_folders);
             }
             EditorEvent::Initialized => {
@@ -537,6 +561,28 @@ impl Session {
                     .await
                     .map(Box::new);
                     TaskOutcome::StatusAnswered { result, reply }
+                });
+            }
+            HotswapCommand::OpenInBrowser => {
+                let DaemonState::Connected(link) = &self.daemon else { return };
+                let url = user_messages::browser_url(&link.daemon.listen_address);
+                let _ = reply.send(Ok(Some(serde_json::json!({ "url": url }))));
+                if !self.supports_show_document {
+                    self.tell(MessageType::INFO, &user_messages::open_in_browser_yourself(&url))
+                        .await;
+                    return;
+                }
+                let Some(params) = show_in_browser(&url) else { return };
+                let editor = self.editor.clone();
+                // The editor answers when the browser was asked; in a task, so that the session
+                // never waits for the editor.
+                self.tasks.spawn(async move {
+                    let result =
+                        tokio::time::timeout(SHOW_DOCUMENT_TIMEOUT, editor.show_document(params))
+                            .await
+                            .map_err(|_| "the editor did not answer".to_owned())
+                            .and_then(|answer| answer.map_err(|error| error.message.into_owned()));
+                    TaskOutcome::BrowserOpened { url, result }
                 });
             }
             HotswapCommand::CancelBuild => {
@@ -760,6 +806,23 @@ impl Session {
                     let _ = reply.send(answer);
                 }
             }
+            TaskOutcome::BrowserOpened { url, result } => {
+                self.on_browser_opened(&url, result).await;
+            }
+        }
+    }
+
+    async fn on_browser_opened(&mut self, url: &str, result: Result<bool, String>) {
+        match result {
+            Ok(true) => self.log(MessageType::INFO, &user_messages::opened_in_browser(url)).await,
+            Ok(false) => {
+                let why = "the editor could not open it";
+                self.tell(MessageType::WARNING, &user_messages::browser_not_opened(url, why)).await;
+            }
+            Err(why) => {
+                self.tell(MessageType::WARNING, &user_messages::browser_not_opened(url, &why))
+                    .await;
+            }
         }
     }
 
@@ -850,6 +913,9 @@ impl Session {
                 };
                 self.log(kind, &format!("hotswap {source} {}: {}", line.target, line.message))
                     .await;
+            }
+            Event::AssetsChanged(event) => {
+                self.log(MessageType::LOG, &user_messages::assets_changed(&event)).await;
             }
         }
     }

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use hotswap_protocol::events::{
-    BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Diagnostic,
-    GenerationCrashed, GenerationRetired, HandlerPanicked, RetireOutcome, Severity, SwapFailed,
-    SwapFinished,
+    AssetsChanged, BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted,
+    Diagnostic, GenerationCrashed, GenerationRetired, HandlerPanicked, RetireOutcome, Severity,
+    SwapFailed, SwapFinished,
 };
 use hotswap_protocol::messages::{DidSaveResult, RefusedSwap, ReloadOutcome, StatusResult};
 
@@ -230,7 +230,7 @@ pub(crate) fn swap_finished_progress(event: &SwapFinished) -> String {
 pub(crate) fn swap_failed(event: &SwapFailed, serving_generation: Option<u64>) -> String {
     let keeps = match serving_generation {
         Some(generation) => format!("generation {generation} keeps serving"),
-        None => "the old code keeps serving".to_owned(),
+        None => "nothing is served yet".to_owned(),
     };
     format!(
         "hotswap: the new code was not loaded (stage {}): {}; {keeps}",
@@ -257,6 +257,38 @@ pub(crate) fn refused_swap(refused: &RefusedSwap) -> String {
 
 pub(crate) fn swap_failed_progress(event: &SwapFailed) -> String {
     format!("not loaded (stage {})", event.stage)
+}
+
+/// The address a browser opens for an app listening on `listen_address`: an unspecified host
+/// (`0.0.0.0`, `[::]`) becomes the loopback address.
+pub(crate) fn browser_url(listen_address: &str) -> String {
+    let address = if let Some(port) = listen_address.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen_address.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen_address.to_owned()
+    };
+    format!("http://{address}/")
+}
+
+pub(crate) fn opened_in_browser(url: &str) -> String {
+    format!("hotswap: opened {url} in the browser; the page reloads after each swap")
+}
+
+pub(crate) fn open_in_browser_yourself(url: &str) -> String {
+    format!(
+        "hotswap: the app serves {url}; open it in your browser (this editor does not let a language server open it)"
+    )
+}
+
+pub(crate) fn browser_not_opened(url: &str, why: &str) -> String {
+    format!("hotswap: could not open {url} in the browser ({why}); open it yourself")
+}
+
+pub(crate) fn assets_changed(event: &AssetsChanged) -> String {
+    let files: Vec<&str> = event.files.iter().map(|file| file.relative_path.as_str()).collect();
+    format!("hotswap: saved {} (read at run time: no build; open pages update)", files.join(", "))
 }
 
 pub(crate) fn generation_retired(event: &GenerationRetired) -> String {
@@ -467,5 +499,13 @@ mod tests {
         assert_eq!(build_started(&started, Some(Path::new("/app"))), "src/lib.rs and 1 more saved");
         let blocked = BuildProgress { build: 2, message: "Blocking".into(), blocked: true };
         assert!(build_progress(&blocked).starts_with("waiting for another cargo"));
+    }
+
+    #[test]
+    fn browser_addresses_are_local_for_unspecified_hosts() {
+        assert_eq!(browser_url("127.0.0.1:3000"), "http://127.0.0.1:3000/");
+        assert_eq!(browser_url("0.0.0.0:8080"), "http://127.0.0.1:8080/");
+        assert_eq!(browser_url("[::]:8080"), "http://[::1]:8080/");
+        assert_eq!(browser_url("[::1]:3000"), "http://[::1]:3000/");
     }
 }

@@ -31,6 +31,9 @@ pub enum Event {
     HandlerPanicked(HandlerPanicked),
     /// A log record from the daemon or from handler code (`tracing` in the handler).
     Log(LogLine),
+    /// Files the app reads at run time (under an asset directory, or a runtime template) were
+    /// saved: no build starts; pages swap the stylesheets and reload for anything else.
+    AssetsChanged(AssetsChanged),
 }
 
 impl Event {
@@ -45,6 +48,7 @@ impl Event {
         "generationCrashed",
         "handlerPanicked",
         "log",
+        "assetsChanged",
     ];
 
     /// The wire name of this event.
@@ -59,6 +63,7 @@ impl Event {
             Event::GenerationCrashed(_) => "generationCrashed",
             Event::HandlerPanicked(_) => "handlerPanicked",
             Event::Log(_) => "log",
+            Event::AssetsChanged(_) => "assetsChanged",
         }
     }
 }
@@ -420,4 +425,22 @@ pub enum LogLevel {
     Info,
     Debug,
     Trace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetsChanged {
+    pub files: Vec<ChangedAsset>,
+}
+
+/// One saved file that the app reads at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangedAsset {
+    /// Absolute path of the saved file.
+    pub path: PathBuf,
+    /// The path inside its asset directory (`css/site.css` for `assets/css/site.css`), or, for a
+    /// runtime template, inside the handler package, with `/` between components: what a page
+    /// matches against the end of its stylesheet URLs.
+    pub relative_path: String,
 }

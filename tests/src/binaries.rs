@@ -75,6 +75,63 @@ impl App {
         App { directory, runtime_dir, _temp: temp }
     }
 
+    /// An app that is already in `directory` (created by the test), with a private runtime
+    /// directory; `temp` is kept alive with it.
+    pub fn existing(directory: PathBuf, temp: tempfile::TempDir) -> App {
+        let runtime_dir = temp.path().join("runtime");
+        std::fs::create_dir_all(&runtime_dir).unwrap();
+        App { directory, runtime_dir, _temp: temp }
+    }
+
+    /// A copy of the handler crate `crate_dir` (of `examples/` or `tests/fixtures/`, with the
+    /// lock file of that workspace) as an app of its own named `name` (unique across tests, as
+    /// for [`App::scaffold`]). Its `hotswap.toml` names the package, an unused port and the
+    /// shared target directory, then has `sections` (`[swap]`, `[browser]`; not `[server]` or
+    /// `[build]`).
+    pub fn copy_of_crate(crate_dir: &Path, name: &str, sections: &str) -> App {
+        let temp = tempfile::tempdir().unwrap();
+        let runtime_dir = temp.path().join("runtime");
+        std::fs::create_dir_all(&runtime_dir).unwrap();
+        let directory = temp.path().join(name);
+        copy_directory(crate_dir, &directory);
+        let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+        let package = manifest
+            .lines()
+            .find_map(|line| line.strip_prefix("name = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .expect("the crate has a name");
+        let handler = repository_root().join("handler");
+        let manifest = manifest
+            .replacen(&format!("name = \"{package}\""), &format!("name = \"{name}\""), 1)
+            .replace("version.workspace = true", "version = \"0.1.0\"")
+            .replace("edition.workspace = true", "edition = \"2024\"")
+            .replace("publish.workspace = true", "publish = false")
+            .replace(
+                "hotswap-handler.workspace = true",
+                &format!("hotswap-handler = {{ path = {:?} }}", handler.display().to_string()),
+            )
+            .replace("\"../../../handler\"", &format!("{:?}", handler.display().to_string()));
+        std::fs::write(
+            directory.join("Cargo.toml"),
+            format!(
+                "{manifest}\n[workspace]\n\n[profile.dev]\ndebug = \"line-tables-only\"\n\n[profile.dev.package.\"*\"]\ndebug = false\n"
+            ),
+        )
+        .unwrap();
+        let workspace_lock = crate_dir.parent().expect("a workspace member").join("Cargo.lock");
+        std::fs::copy(workspace_lock, directory.join("Cargo.lock")).unwrap();
+        let target = shared_handler_target_dir();
+        std::fs::write(
+            directory.join("hotswap.toml"),
+            format!(
+                "package = \"{name}\"\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n[build]\ntarget_dir = {:?}\n\n{sections}\n",
+                target.display().to_string()
+            ),
+        )
+        .unwrap();
+        App { directory, runtime_dir, _temp: temp }
+    }
+
     pub fn path(&self, relative: &str) -> PathBuf {
         self.directory.join(relative)
     }
@@ -103,10 +160,16 @@ impl App {
 
     /// Starts `hotswap serve` and waits until its socket answers.
     pub async fn serve(&self) -> Daemon {
+        self.serve_with(&[]).await
+    }
+
+    /// Starts `hotswap serve ARGUMENTS...` and waits until its socket answers.
+    pub async fn serve_with(&self, arguments: &[&str]) -> Daemon {
         let log_path = self.runtime_dir.join(format!("serve-{}.log", std::process::id()));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(binary("hotswap"))
             .arg("serve")
+            .args(arguments)
             .current_dir(&self.directory)
             .env("XDG_RUNTIME_DIR", &self.runtime_dir)
             .stdin(Stdio::null())
@@ -247,6 +310,24 @@ pub async fn wait_for_event(
             Ok(Some(_)) => {}
             Ok(None) => panic!("the daemon closed the connection"),
             Err(_) => panic!("no matching event within {timeout:?}"),
+        }
+    }
+}
+
+/// Copies `from` into `to`, leaving out build output (`target/`).
+fn copy_directory(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        let destination = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_directory(&entry.path(), &destination);
+        } else {
+            std::fs::copy(entry.path(), destination).unwrap();
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod binaries;
+pub mod browser;
 pub mod http;
 pub mod in_process;
 pub mod load;

@@ -121,7 +121,7 @@ async fn a_broken_save_keeps_the_old_code_and_reports_the_error() {
     let message = stderr(&reloaded);
     assert!(message.contains("error[E0308]: mismatched types"), "{message}");
     assert!(message.contains(&format!("src/lib.rs:{}", line + 1)), "{message}");
-    assert!(message.contains("the current generation keeps serving"), "{message}");
+    assert!(message.contains("generation 1 keeps serving"), "{message}");
 
     // Fixing it swaps. (Put back exactly as it was, the source is the one generation 1 was built
     // from: that is "unchanged", and generation 1 keeps serving.)
@@ -323,4 +323,155 @@ async fn a_new_path_dependency_joins_the_handlers_packages() {
     wait_for_event(&mut events, SWAP_TIMEOUT, |event| matches!(event, Event::SwapFinished(_)))
         .await;
     assert_eq!(get(daemon.address(), "/").await.unwrap().body, "changed in the dependency\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_build_refused_by_the_smoke_request_names_smoke_path_and_says_nothing_serves_yet() {
+    let app = App::scaffold("smoke-refused");
+    let config = std::fs::read_to_string(app.path("hotswap.toml")).unwrap();
+    assert!(config.contains("smoke_path = \"/health\""), "{config}");
+    std::fs::write(app.path("hotswap.toml"), config.replace("\"/health\"", "\"/ready\"")).unwrap();
+    let daemon = app.serve().await;
+    let mut events = daemon.subscriber().await;
+    // The first build may already be refused: the status says so either way.
+    let deadline = std::time::Instant::now() + SWAP_TIMEOUT;
+    let refused = loop {
+        if let Some(refused) = daemon.status().await.refused_swap {
+            break refused;
+        }
+        assert!(std::time::Instant::now() < deadline, "no refused swap:\n{}", daemon.log());
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.next_event()).await;
+    };
+    assert_eq!(refused.serving, None);
+    assert!(refused.message.contains("GET /ready answered 404"), "{}", refused.message);
+    assert!(refused.message.contains("`smoke_path = \"/ready\"`"), "{}", refused.message);
+    let log = daemon.log();
+    assert!(log.contains("nothing is served yet"), "{log}");
+    assert!(!log.contains("generation none"), "{log}");
+    let response = get(daemon.address(), "/").await.unwrap();
+    assert_eq!(response.status, 503);
+    assert!(response.body.contains("smoke_path"), "{}", response.body);
+
+    let reloaded = app.hotswap(&["reload"]);
+    assert!(!reloaded.status.success());
+    let text = stderr(&reloaded);
+    assert!(text.contains("refused at the smoke stage"), "{text}");
+    assert!(text.trim_end().ends_with("nothing is served yet"), "{text}");
+}
+
+/// An ordinary axum binary, as a user has it before hotswap.
+const AXUM_BINARY_MAIN: &str = r#"use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+
+#[derive(Clone, Default)]
+struct AppState {
+    visits: Arc<Mutex<u64>>,
+}
+
+async fn index(State(state): State<AppState>) -> String {
+    let mut visits = state.visits.lock().unwrap();
+    *visits += 1;
+    format!("visit {visits}\n")
+}
+
+#[tokio::main]
+async fn main() {
+    let state = AppState::default();
+    let app = Router::new().route("/", get(index)).with_state(state);
+    let address = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_axum_binary_adopts_hotswap_with_init_and_keeps_running_without_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let directory = temp.path().join("visits-shop");
+    std::fs::create_dir_all(directory.join("src")).unwrap();
+    std::fs::write(
+        directory.join("Cargo.toml"),
+        "[package]\nname = \"visits-shop\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\naxum = \"0.8.9\"\ntokio = { version = \"1\", features = [\"macros\", \"rt-multi-thread\", \"net\"] }\n\n\
+         [workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(directory.join("src/main.rs"), AXUM_BINARY_MAIN).unwrap();
+    let examples_lock = hotswap_tests::artifacts::repository_root().join("examples/Cargo.lock");
+    std::fs::copy(examples_lock, directory.join("Cargo.lock")).unwrap();
+    let app = App::existing(directory.clone(), temp);
+
+    let initialized = app.hotswap(&["init", "--listen", "127.0.0.1:0"]);
+    assert!(initialized.status.success(), "{}", stderr(&initialized));
+    let told = stdout(&initialized);
+    assert!(told.starts_with("set up visits-shop in "), "{told}");
+    assert!(told.contains("+ Cargo.toml: [lib] crate-type = [\"cdylib\", \"rlib\"]"), "{told}");
+    assert!(told.contains("features = [\"axum\"]"), "{told}");
+    assert!(told.contains("visits_shop::app(AppState::default()).await"), "{told}");
+    assert!(told.contains("hotswap_handler::export_router!(app, AppState);"), "{told}");
+
+    // What the output says to do: the router into src/lib.rs, main.rs calling it.
+    let lib = AXUM_BINARY_MAIN
+        .replace("use axum::routing::get;\n", "use axum::routing::get;\nuse serde::{Deserialize, Serialize};\n")
+        .replace("#[derive(Clone, Default)]\nstruct AppState", "#[derive(Clone, Default, Serialize, Deserialize)]\npub struct AppState")
+        .replace(
+            &AXUM_BINARY_MAIN[AXUM_BINARY_MAIN.find("#[tokio::main]").unwrap()..],
+            "pub async fn app(state: AppState) -> Router {\n    Router::new().route(\"/\", get(index)).with_state(state)\n}\n\nhotswap_handler::export_router!(app, AppState);\n",
+        );
+    std::fs::write(directory.join("src/lib.rs"), &lib).unwrap();
+    std::fs::write(
+        directory.join("src/main.rs"),
+        "#[tokio::main]\nasync fn main() {\n    let app = visits_shop::app(visits_shop::AppState::default()).await;\n    \
+         let address = std::env::var(\"LISTEN\").unwrap_or_else(|_| \"127.0.0.1:3000\".to_owned());\n    \
+         let listener = tokio::net::TcpListener::bind(address).await.unwrap();\n    axum::serve(listener, app).await.unwrap();\n}\n",
+    )
+    .unwrap();
+    // Shares the tests' build directory.
+    let target = hotswap_tests::artifacts::shared_handler_target_dir();
+    let mut config = std::fs::read_to_string(directory.join("hotswap.toml")).unwrap();
+    config.push_str(&format!("\n[build]\ntarget_dir = {:?}\n", target.display().to_string()));
+    std::fs::write(directory.join("hotswap.toml"), config).unwrap();
+
+    let daemon = app.serve().await;
+    daemon.wait_for_generation(1).await;
+    assert_eq!(get(daemon.address(), "/").await.unwrap().body, "visit 1\n");
+    app.edit_library("format!(\"visit {visits}\\n\")", "format!(\"visit number {visits}\\n\")");
+    let reloaded = app.hotswap(&["reload"]);
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+    let response = get(daemon.address(), "/").await.unwrap();
+    assert_eq!((response.body.as_str(), response.generation()), ("visit number 2\n", Some(2)));
+    drop(daemon);
+
+    // `cargo run` serves the same app without hotswap.
+    let built =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--quiet", "--bin", "visits-shop", "--target-dir"])
+            .arg(&target)
+            .current_dir(&directory)
+            .status()
+            .unwrap();
+    assert!(built.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new(target.join("debug/visits-shop"))
+        .env("LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        match get(address, "/").await {
+            Ok(answer) => break answer,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the plain binary does not answer: {error}"),
+        }
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(answer.body, "visit number 1\n");
+    assert!(answer.generation().is_none(), "no hotswap in the plain binary");
 }

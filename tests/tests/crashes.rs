@@ -161,7 +161,7 @@ async fn every_crash_of_handler_code_is_contained_and_the_same_code_serves_again
             let written = request(running.address, "POST", "/counter", "").await.unwrap();
             assert_eq!(written.body, format!("{counter}\n"), "{}", case.name);
         }
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        wait_for_snapshot_after(&running, Instant::now()).await;
         let before = running.engine.status();
         let (generation, pid) = (before.current_generation.unwrap(), before.generations[0].pid);
         let crashed_at = Instant::now();
@@ -234,7 +234,7 @@ async fn a_crash_loop_falls_back_to_the_previous_build() {
     running.swap(&fixture_library(&[])).await;
     assert_eq!(running.swap(&fixture_library(&["second"])).await, 2);
     request(running.address, "POST", "/counter", "").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_snapshot_after(&running, Instant::now()).await;
     // The second build crashes three times in a row: the first two restart it, the third
     // brings the first build back.
     let mut recoveries = Vec::new();
@@ -292,4 +292,22 @@ async fn a_crash_with_no_build_to_fall_back_to_answers_503_with_the_reason_until
     assert_eq!(running.swap(&fixture_library(&["second"])).await, 2);
     assert_eq!(get(running.address, "/").await.unwrap().body, "second build\n");
     running.stop().await;
+}
+
+/// Waits until the engine's state snapshot was taken after `written` (the periodic snapshot runs
+/// less often while the machine is busy).
+async fn wait_for_snapshot_after(running: &InProcessEngine, written: Instant) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let taken_after = running
+            .engine
+            .status()
+            .snapshot
+            .is_some_and(|snapshot| Duration::from_millis(snapshot.age_ms) < written.elapsed());
+        if taken_after {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no state snapshot within 10 s of the writes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -246,3 +246,102 @@ async fn rollback_serves_the_previous_artifact_again() {
     ));
     running.stop().await;
 }
+
+/// The `Log` events of handler code from target `fixture` that have arrived.
+fn fixture_lines(running: &mut Running) -> Vec<hotswap_protocol::events::LogLine> {
+    running
+        .drain_events()
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Log(line) if line.target == "fixture" => Some(line),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_tracing_follows_the_users_filter_with_spans_and_fields() {
+    use hotswap_protocol::events::LogLevel;
+    let fixture = fixture_library(&[]);
+    // As `RUST_LOG=info,fixture=debug hotswap serve` passes it.
+    let mut running = Running::start(|config| {
+        config.host.environment.push(("HOTSWAP_LOG".into(), "info,fixture=debug".into()));
+    })
+    .await;
+    let generation = running.swap(&fixture).await;
+    assert_eq!(get(running.address, "/traced").await.unwrap().body, "traced\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = fixture_lines(&mut running);
+    let shown: Vec<(LogLevel, &str)> =
+        lines.iter().map(|line| (line.level, line.message.as_str())).collect();
+    assert_eq!(
+        shown,
+        [
+            (LogLevel::Info, r#"job{id=7 kind="report"}: working on it step=1"#),
+            (LogLevel::Debug, r#"job{id=7 kind="report"}: looking closer detail="every row""#),
+        ],
+        "each line with its span and fields"
+    );
+    assert!(lines.iter().all(|line| line.generation == Some(generation)));
+    running.stop().await;
+
+    // `warn`: neither line; the default: info only.
+    for (directives, expected) in [(Some("warn"), 0), (None, 1)] {
+        let mut running = Running::start(|config| {
+            if let Some(directives) = directives {
+                config.host.environment.push(("HOTSWAP_LOG".into(), directives.into()));
+            }
+        })
+        .await;
+        running.swap(&fixture).await;
+        get(running.address, "/traced").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let lines = fixture_lines(&mut running);
+        assert_eq!(lines.len(), expected, "{directives:?}: {lines:?}");
+        running.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_set_up_runs_while_the_old_generation_answers_and_a_failing_one_keeps_it() {
+    let running = std::sync::Arc::new(Running::start(|_| {}).await);
+    running.swap(&fixture_library(&[])).await;
+    let slow = fixture_library(&["slow-create"]);
+    let swap = tokio::spawn({
+        let running = running.clone();
+        async move { running.try_swap(&slow).await }
+    });
+    // Meanwhile (two seconds of set-up), every request is answered by the old generation.
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    while !swap.is_finished() {
+        let response = get(running.address, "/").await.unwrap();
+        if swap.is_finished() {
+            break;
+        }
+        assert_eq!((response.status, response.body.as_str()), (200, "first build\n"));
+        assert_eq!(response.generation(), Some(1));
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = swap.await.unwrap().expect("the slow set-up swaps");
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(answered >= 20, "the old generation answered during the set-up: {answered}");
+    assert_eq!(get(running.address, "/").await.unwrap().generation(), Some(report.generation));
+
+    // An error from the set-up refuses the swap with its words; the last good code serves on.
+    let failure = running
+        .try_swap(&fixture_library(&["failing-create"]))
+        .await
+        .expect_err("a failing set-up is refused");
+    assert_eq!(failure.stage, SwapStage::Init, "{failure}");
+    assert!(
+        failure
+            .message
+            .contains("the app's set-up failed: the database at db.invalid:5432 does not answer"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(get(running.address, "/").await.unwrap().generation(), Some(report.generation));
+    std::sync::Arc::try_unwrap(running).expect("no other owner").stop().await;
+}

@@ -620,3 +620,54 @@ async fn a_100_mb_state_survives_ten_swaps_under_load_and_no_write_is_lost() {
     assert_eq!(counter.generation(), Some(11));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_export_delays_the_swap_with_progress_and_one_past_the_limit_keeps_the_old_code() {
+    let libraries = [fixture_library(&[]), fixture_library(&["second"])];
+    // Past `export_timeout`: refused, and the old generation keeps serving with its state.
+    let running = InProcessEngine::start(|config| {
+        config.export_timeout = Duration::from_secs(1);
+        config.snapshot_interval = None;
+    })
+    .await;
+    running.swap(&libraries[0]).await;
+    for _ in 0..2 {
+        request(running.address, "POST", "/counter", "").await.unwrap();
+    }
+    request(running.address, "POST", "/slow-export?ms=2500", "").await.unwrap();
+    let failure = expect_refusal(running.try_swap(&libraries[1]).await, "an export past the limit");
+    assert_eq!(failure.stage, SwapStage::State, "{failure}");
+    assert!(
+        failure.message.contains("keeps serving with it")
+            && failure.message.contains("`export_timeout_ms`"),
+        "{}",
+        failure.message
+    );
+    // Its writes are no longer held, and nothing was lost.
+    let counter = request(running.address, "POST", "/counter", "").await.unwrap();
+    assert_eq!((counter.body.as_str(), counter.generation()), ("3\n", Some(1)));
+    running.stop().await;
+
+    // Within the limit: the swap waits for it, says so every second, and keeps the state.
+    let mut running = InProcessEngine::start(|config| config.snapshot_interval = None).await;
+    running.swap(&libraries[0]).await;
+    request(running.address, "POST", "/counter", "").await.unwrap();
+    request(running.address, "POST", "/slow-export?ms=2500", "").await.unwrap();
+    let report = running.try_swap(&libraries[1]).await.expect("a slow export delays the swap");
+    assert!(report.stages.state_ms >= 2500.0, "{:?}", report.stages);
+    let progress: Vec<String> = running
+        .drain_events()
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Log(line) if line.message.contains("is still exporting its state") => {
+                Some(line.message)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(progress.len() >= 2, "progress every second: {progress:?}");
+    assert!(progress[0].contains("`export_timeout_ms`"), "{progress:?}");
+    let counter = get(running.address, "/counter").await.unwrap();
+    assert_eq!((counter.body.as_str(), counter.generation()), ("1\n", Some(2)));
+    running.stop().await;
+}

@@ -206,6 +206,36 @@ export function resumeSwapOnSave(ctx: Ctx): Command {
   return () => ctx.setPaused(false);
 }
 
+/**
+ * The address a browser opens for an app that listens on `listenAddress` (`127.0.0.1:3000`,
+ * `[::1]:3000`): an unspecified host (`0.0.0.0`, `[::]`) becomes the loopback address.
+ */
+export function browserUrl(listenAddress: string): string {
+  const address = listenAddress.replace(/^0\.0\.0\.0:/, "127.0.0.1:").replace(/^\[::\]:/, "[::1]:");
+  return `http://${address}/`;
+}
+
+/** Opens the app's address in the default browser (where the page follows the saves). */
+export function openInBrowser(ctx: Ctx): Command {
+  return async (root) => {
+    const session = sessionOrWarn(ctx, root);
+    if (session === undefined) return;
+    const state = session.connection.state;
+    if (state.kind !== "connected") {
+      const choice = await vscode.window.showWarningMessage(
+        `hotswap: no daemon serves ${session.name}, so there is no address to open yet.`,
+        "Start Daemon",
+      );
+      if (choice === "Start Daemon") await ctx.startDaemon(session);
+      return;
+    }
+    const url = browserUrl(state.info.listenAddress);
+    const opened = await vscode.env.openExternal(vscode.Uri.parse(url));
+    if (opened) ctx.log.info(`[${session.name}] opened ${url} in the browser`);
+    else ctx.log.warn(`[${session.name}] the browser did not open ${url}`);
+  };
+}
+
 interface MenuItem extends vscode.QuickPickItem {
   command: string;
 }
@@ -218,6 +248,15 @@ export function showMenu(ctx: Ctx): Command {
     const items: MenuItem[] = [
       { label: "$(refresh) Reload now", description: "build and swap", command: "hotswap.reload" },
       { label: "$(history) Roll back", description: "serve the previous artifact again", command: "hotswap.rollback" },
+      ...(session !== undefined && session.connection.state.kind === "connected"
+        ? [
+            {
+              label: "$(globe) Open in browser",
+              description: browserUrl(session.connection.state.info.listenAddress),
+              command: "hotswap.openInBrowser",
+            },
+          ]
+        : []),
       { label: "$(info) Show status", command: "hotswap.showStatus" },
       { label: "$(output) Show log", command: "hotswap.showLog" },
       connected
@@ -247,4 +286,5 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Command> = {
   "hotswap.pauseSwapOnSave": pauseSwapOnSave,
   "hotswap.resumeSwapOnSave": resumeSwapOnSave,
   "hotswap.showMenu": showMenu,
+  "hotswap.openInBrowser": openInBrowser,
 };

@@ -18,7 +18,7 @@ export interface Config {
 
 export const DEFAULT_CONFIG: Readonly<Config> = {
   enable: true,
-  include: ["**/*.rs", "**/Cargo.toml", "**/Cargo.lock"],
+  include: ["**/*.rs", "**/Cargo.toml", "**/Cargo.lock", "**/assets/**", "**/static/**", "**/public/**", "**/templates/**"],
   exclude: ["**/target/**"],
   socket: "",
   daemonPath: "hotswap",

@@ -343,6 +343,16 @@ const events = {
     message: required(string),
     generation: optional(unsigned),
   }),
+  assetsChanged: object({
+    files: required(
+      array(
+        object({
+          path: required(string),
+          relativePath: required(string),
+        }),
+      ),
+    ),
+  }),
 } as const;
 
 export type EventName = keyof typeof events;

@@ -301,6 +301,12 @@ export class AppSession implements vscode.Disposable {
             log.trace(text);
             return;
         }
+        return;
+      }
+      case "assetsChanged": {
+        const files = event.params.files.map((file) => file.relativePath).join(", ");
+        log.info(`${prefix} saved ${files}: read at run time, no build; open pages update`);
+        return;
       }
     }
   }

@@ -161,9 +161,11 @@ impl Generation {
             Err(HostFailure::Ended) => {
                 Err(format!("its process {} while exporting the state", death(&self.host).await))
             }
-            Err(HostFailure::TimedOut) => {
-                Err(format!("exporting the state took more than {} ms", timeout.as_millis()))
-            }
+            Err(HostFailure::TimedOut) => Err(format!(
+                "exporting the state took more than {} ms (`export_timeout_ms` in the [swap] \
+                     section of hotswap.toml)",
+                timeout.as_millis()
+            )),
         }
     }
 

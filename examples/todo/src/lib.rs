@@ -13,7 +13,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use hotswap_handler::{Handler, Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// Everything that survives a swap.
@@ -31,31 +30,16 @@ pub struct Item {
     done: bool,
 }
 
-type Shared = Arc<Mutex<TodoState>>;
+/// The state as the routes share it (and as hotswap exports it at a swap: the same data).
+pub type Shared = Arc<Mutex<TodoState>>;
 
-pub struct Todo {
-    state: Shared,
-    router: Router,
+/// The app: under `hotswap serve`, each generation calls this with the items the previous one
+/// had; an ordinary `main` would call it with `Shared::default()` and `axum::serve` it.
+pub async fn app(state: Shared) -> Router {
+    routes(state)
 }
 
-impl Handler for Todo {
-    type State = TodoState;
-
-    fn new(state: TodoState) -> Self {
-        let state: Shared = Arc::new(Mutex::new(state));
-        Todo { router: routes(state.clone()), state }
-    }
-
-    fn export_state(&self) -> Option<TodoState> {
-        Some(self.state.lock().expect("state lock").clone())
-    }
-
-    async fn handle(&self, request: Request) -> Response {
-        hotswap_handler::axum::serve(&self.router, request).await
-    }
-}
-
-hotswap_handler::export_handler!(Todo);
+hotswap_handler::export_router!(app, Shared);
 
 fn routes(state: Shared) -> Router {
     Router::new()

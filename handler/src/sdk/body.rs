@@ -1,4 +1,7 @@
-//! The response body type: anything that is an `http_body::Body` of `Bytes`, boxed.
+//! The body type of requests and responses: anything that is an `http_body::Body` of `Bytes`,
+//! boxed. It is `Sync` (so a handler may keep `&request` across an `.await`) without asking the
+//! bodies it wraps to be: they are only reached through `&mut`, and what `&self` asks (the size,
+//! the end) is kept beside them.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -7,14 +10,18 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use sync_wrapper::SyncWrapper;
 
 /// The error type of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A response body. Build it from a `String`, `&'static str`, `Vec<u8>` or `Bytes`, or wrap a
-/// streaming body with [`Body::new`].
+/// A request or response body. Build it from a `String`, `&'static str`, `Vec<u8>` or `Bytes`,
+/// or wrap a streaming body with [`Body::new`].
 pub struct Body {
-    inner: UnsyncBoxBody<Bytes, BoxError>,
+    inner: SyncWrapper<UnsyncBoxBody<Bytes, BoxError>>,
+    /// What is left to come, as the wrapped body said before any frame, less the data polled.
+    size: SizeHint,
+    ended: bool,
 }
 
 impl Body {
@@ -24,13 +31,33 @@ impl Body {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        Self { inner: body.map_err(Into::into).boxed_unsync() }
+        let (size, ended) = (body.size_hint(), body.is_end_stream());
+        Self { inner: SyncWrapper::new(body.map_err(Into::into).boxed_unsync()), size, ended }
     }
 
     /// A body with no bytes.
     pub fn empty() -> Self {
         Self::new(http_body_util::Empty::<Bytes>::new())
     }
+
+    /// Reads the whole body. A request body past the daemon's `max_body_bytes` ends in an error
+    /// that [`is_too_large`] recognises (axum's extractors answer it with 413 by themselves).
+    pub async fn to_bytes(self) -> Result<Bytes, BoxError> {
+        Ok(self.collect().await?.to_bytes())
+    }
+}
+
+/// Whether a body error is the daemon's `max_body_bytes` limit being passed: answer it with
+/// `413 Payload Too Large`.
+pub fn is_too_large(error: &BoxError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 impl Default for Body {
@@ -77,14 +104,32 @@ impl http_body::Body for Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(self.inner.get_mut()).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let length = data.len() as u64;
+                    let lower = self.size.lower().saturating_sub(length);
+                    let upper = self.size.upper().map(|upper| upper.saturating_sub(length));
+                    let mut size = SizeHint::new();
+                    size.set_lower(lower);
+                    if let Some(upper) = upper {
+                        size.set_upper(upper.max(lower));
+                    }
+                    self.size = size;
+                }
+            }
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.size
     }
 }

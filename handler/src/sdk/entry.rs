@@ -120,9 +120,14 @@ unsafe extern "C" fn start<A: Handler>(
         if instance.app.get().is_some() {
             return (status::FAILED, Some("the app was already started".to_owned()));
         }
-        let app = {
-            let _context = instance.runtime().enter();
-            A::new(state)
+        let app = match instance.runtime().block_on(A::create(state)) {
+            Ok(app) => app,
+            Err(error) => {
+                return (
+                    status::FAILED_TO_START,
+                    Some(format!("the app's set-up failed: {error}")),
+                );
+            }
         };
         let _ = instance.app.set(Arc::new(app));
         match warning {
@@ -132,7 +137,16 @@ unsafe extern "C" fn start<A: Handler>(
     });
     let (code, text) = match result {
         Ok(outcome) => outcome,
-        Err(panic) => (status::PANICKED, Some(format!("the app panicked while starting: {panic}"))),
+        Err(panic) => {
+            let hint = if panic.contains("global default") {
+                " (hotswap sets up `tracing` for each generation and sends its lines to the \
+                 hotswap log, with `RUST_LOG` or `[log] filter`: initialise your own subscriber \
+                 in `main` only, for the binary you run without hotswap)"
+            } else {
+                ""
+            };
+            (status::PANICKED, Some(format!("the app panicked while starting: {panic}{hint}")))
+        }
     };
     if let Some(text) = text {
         // SAFETY: the host passes a writable `message`.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -22,8 +22,11 @@ use tokio::sync::{Notify, watch};
 use super::connection_io::ConnectionIo;
 use super::instance::{CountGuard, DynHandler, Host, Phase, Shared};
 use super::panics::CatchUnwind;
-use super::{Body, BoxError, Request, Response};
+use super::{Body, BoxError, ConnectionInfo, Request, Response};
 use crate::abi::request_outcome;
+
+/// The client of a request that a replaced generation forwarded (see `forward`).
+const FORWARDED_PEER: &str = "hotswap-forwarded-peer";
 
 /// How long a purged connection gets to write its 503s before it is closed.
 const PURGE_GRACE: Duration = Duration::from_secs(1);
@@ -87,6 +90,10 @@ pub(crate) async fn serve_connection(
         }
     };
     let _ = stream.set_nodelay(true);
+    let addresses = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(peer), Ok(local)) => Some(ConnectionInfo { peer, local }),
+        _ => None,
+    };
     let mut phase = shared.phase.clone();
     if unread.is_empty() {
         // Nothing read yet: until the client speaks, the connection can still move on whole.
@@ -117,7 +124,14 @@ pub(crate) async fn serve_connection(
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());
         service_fn(move |request| -> BoxedResponse {
-            Box::pin(respond(app.clone(), shared.clone(), activity.clone(), raw_socket, request))
+            Box::pin(respond(
+                app.clone(),
+                shared.clone(),
+                activity.clone(),
+                raw_socket,
+                addresses,
+                request,
+            ))
         })
     };
     if let Some(upgrade) = upgrade {
@@ -304,18 +318,35 @@ async fn respond(
     shared: Arc<Shared>,
     activity: Arc<Activity>,
     socket: i64,
+    addresses: Option<ConnectionInfo>,
     request: http::Request<Incoming>,
 ) -> Result<http::Response<TrackedBody>, Infallible> {
     let activity = activity.begin();
+    let mut request = request;
+    let inject = match &shared.live_reload {
+        Some(live) => {
+            let (method, uri) = (request.method().clone(), request.uri().clone());
+            let phase = shared.phase.clone();
+            match live.before_app(&method, &uri, request.headers_mut(), phase).await {
+                super::live_reload::BeforeApp::Answer(response) => {
+                    let target = uri.path_and_query().map_or("/", |target| target.as_str());
+                    let tracker = shared.host.request(socket, method.as_str(), target);
+                    return Ok(finish(response, tracker, activity, &shared));
+                }
+                super::live_reload::BeforeApp::Serve { inject } => inject,
+            }
+        }
+        None => false,
+    };
     let writes = can_write(request.method());
     let method = request.method().clone();
     let target = request.uri().path_and_query().map_or("/", |target| target.as_str()).to_owned();
-    let request = match read_body(request, shared.max_body_bytes).await {
+    let request = match streaming_body(request, shared.max_body_bytes, addresses) {
         Ok(request) => request,
         Err(refusal) => {
             let mut tracker = shared.host.request(socket, method.as_str(), &target);
             tracker.outcome = request_outcome::REFUSED;
-            return Ok(finish(refusal, tracker, activity, &shared));
+            return Ok(finish(*refusal, tracker, activity, &shared));
         }
     };
     // While the state moves to the next generation, a request that can write waits here, before
@@ -348,6 +379,10 @@ async fn respond(
             tracker.outcome = request_outcome::CUT;
             purged()
         }
+    };
+    let response = match &shared.live_reload {
+        Some(live) if inject => live.inject(response).await,
+        _ => response,
     };
     Ok(finish(response, tracker, activity, &shared))
 }
@@ -415,12 +450,16 @@ async fn forward(request: Request, shared: &Shared) -> Response {
         let _ = connection.await;
     });
     let (mut parts, body) = request.into_parts();
-    // The body is whole: it goes with its length, whatever framing it came with.
-    for hop_by_hop in [header::CONNECTION, header::TRANSFER_ENCODING, header::CONTENT_LENGTH] {
+    // The body streams on; hyper frames it again (by its length when it had one).
+    for hop_by_hop in [header::CONNECTION, header::TRANSFER_ENCODING] {
         parts.headers.remove(hop_by_hop);
     }
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    let request = http::Request::from_parts(parts, http_body_util::Full::new(body));
+    if let Some(info) = parts.extensions.get::<ConnectionInfo>()
+        && let Ok(peer) = HeaderValue::from_str(&info.peer.to_string())
+    {
+        parts.headers.insert(FORWARDED_PEER, peer);
+    }
+    let request = http::Request::from_parts(parts, body);
     match sender.send_request(request).await {
         Ok(response) => response.map(Body::new),
         Err(error) => failed(error.to_string()),
@@ -524,31 +563,47 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-/// Reads the whole body, up to `limit` bytes; beyond that, a 413 response.
-async fn read_body(request: http::Request<Incoming>, limit: u64) -> Result<Request, Response> {
-    let too_large = || {
-        plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than the limit of {limit} bytes\n"),
-        )
-    };
-    let (parts, body) = request.into_parts();
+/// The request as the app gets it: its body streams (through a limit of `limit` bytes when
+/// the daemon sets one: a declared length beyond it is a 413 at once, a longer stream ends in an
+/// error), with the connection's addresses in its extensions.
+fn streaming_body(
+    request: http::Request<Incoming>,
+    limit: u64,
+    addresses: Option<ConnectionInfo>,
+) -> Result<Request, Box<Response>> {
+    let (mut parts, body) = request.into_parts();
+    if let Some(mut addresses) = addresses {
+        // A request held while the state moved, forwarded by the replaced generation over
+        // loopback: its client is the one that generation saw.
+        if let Some(peer) = parts
+            .headers
+            .remove(FORWARDED_PEER)
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .filter(|_| addresses.peer.ip().is_loopback())
+        {
+            addresses.peer = peer;
+        }
+        parts.extensions.insert(addresses);
+    }
+    if limit == 0 {
+        return Ok(http::Request::from_parts(parts, Body::new(body)));
+    }
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return Err(too_large());
+        return Err(Box::new(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than the limit of {limit} bytes (`max_body_bytes` in the \
+                 [server] section of hotswap.toml)\n"
+            ),
+        )));
     }
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_bytes).collect().await {
-        Ok(collected) => Ok(http::Request::from_parts(parts, collected.to_bytes())),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => {
-            Err(plain(StatusCode::BAD_REQUEST, format!("cannot read the request body: {error}\n")))
-        }
-    }
+    Ok(http::Request::from_parts(parts, Body::new(Limited::new(body, limit_bytes))))
 }
 
 fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::logging::ForwardingSubscriber;
 use super::{Handler, Request, Response};
 use crate::abi::{ByteSlice, HostCallbacks, InitConfig, RequestInfo, request_outcome};
 
@@ -198,6 +197,8 @@ pub(crate) struct Shared {
     pub(crate) writes: Writes,
     /// Where a request held past this generation's end goes (the daemon's HTTP address).
     pub(crate) forward_address: Option<std::net::SocketAddr>,
+    /// Live reload in pages, when the daemon turned it on.
+    pub(crate) live_reload: Option<super::live_reload::LiveReload>,
 }
 
 /// The app, behind a trait object: everything that serves it (hyper, the connection logic, the
@@ -245,9 +246,14 @@ impl Instance {
         forward_address: Option<std::net::SocketAddr>,
     ) -> Result<Self, String> {
         super::panics::install_hook(host);
-        let dispatch =
-            tracing::Dispatch::new(ForwardingSubscriber::new(host, config.max_log_level));
+        let (dispatch, filter_warning) = super::logging::dispatch(host, config.max_log_level);
+        // The process's default (a generation has its own process); where another instance
+        // set it already (tests, the standalone mode), the generation's threads still get it.
+        let _ = tracing::dispatcher::set_global_default(dispatch.clone());
         let dispatch_guard = tracing::dispatcher::set_default(&dispatch);
+        if let Some(warning) = filter_warning {
+            host.log(crate::abi::log_level::WARN, "hotswap", &warning);
+        }
         let live_threads = Arc::new(AtomicUsize::new(0));
         let runtime = {
             let started = live_threads.clone();
@@ -284,6 +290,7 @@ impl Instance {
                 streams_closing: streams_closing_receiver,
                 writes: Writes::default(),
                 forward_address,
+                live_reload: super::live_reload::LiveReload::from_environment(config.generation),
             }),
             runtime: Some(runtime),
             app: OnceLock::new(),

@@ -1,108 +1,155 @@
-//! Forwards `tracing` records from handler code to the host, which logs them with the
-//! generation's number.
+//! `tracing` for handler code, as a plain app's `tracing_subscriber::fmt()` would have it: the
+//! level the user asks for (`RUST_LOG` or `[log] filter` in hotswap.toml, as the daemon passes it
+//! in `HOTSWAP_LOG`; directives such as `info,tower_http=debug`), and spans with their fields
+//! (`request{method=GET uri=/}: started processing request`). Each formatted line goes to the
+//! host with its level and target, and the host logs it with the generation's number.
 //!
-//! The subscriber is installed as the thread default on the generation's threads only (never as
-//! the global default, which would live in a `static` of this library and outlive it).
+//! The subscriber is the process's global default (each generation has a process of its own),
+//! and the default of the generation's threads.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
 
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 
 use super::instance::Host;
 use crate::abi::log_level;
 
-pub(crate) struct ForwardingSubscriber {
-    host: Host,
-    max_level: u32,
-    next_span: AtomicU64,
+/// The environment variable with the daemon's log directives for handler code.
+pub(crate) const LOG_VARIABLE: &str = "HOTSWAP_LOG";
+
+/// The subscriber for handler code, and a warning when the directives could not be read.
+pub(crate) fn dispatch(host: Host, max_level: u32) -> (tracing::Dispatch, Option<String>) {
+    let (filter, warning) = filter(std::env::var(LOG_VARIABLE).ok().as_deref(), max_level);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_writer(HostWriter { host });
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(layer, filter));
+    (tracing::Dispatch::new(subscriber), warning)
 }
 
-impl ForwardingSubscriber {
-    pub(crate) fn new(host: Host, max_level: u32) -> Self {
-        Self { host, max_level, next_span: AtomicU64::new(1) }
+/// `directives` as a filter; without them, everything up to `max_level`.
+fn filter(directives: Option<&str>, max_level: u32) -> (Targets, Option<String>) {
+    let fallback = || Targets::new().with_default(level_filter(max_level));
+    match directives.map(str::trim).filter(|directives| !directives.is_empty()) {
+        None => (fallback(), None),
+        Some(directives) => match directives.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(error) => (
+                fallback(),
+                Some(format!(
+                    "the log filter {directives:?} cannot be read ({error}); write it as \
+                     `level` or `target=level` pairs separated by commas, e.g. \
+                     `info,tower_http=debug`"
+                )),
+            ),
+        },
     }
 }
 
-fn level_number(level: &Level) -> u32 {
+fn level_filter(level: u32) -> tracing::level_filters::LevelFilter {
+    use tracing::level_filters::LevelFilter;
+    match level {
+        log_level::OFF => LevelFilter::OFF,
+        log_level::ERROR => LevelFilter::ERROR,
+        log_level::WARN => LevelFilter::WARN,
+        log_level::INFO => LevelFilter::INFO,
+        log_level::DEBUG => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+fn level_number(level: &tracing::Level) -> u32 {
     match *level {
-        Level::ERROR => log_level::ERROR,
-        Level::WARN => log_level::WARN,
-        Level::INFO => log_level::INFO,
-        Level::DEBUG => log_level::DEBUG,
-        Level::TRACE => log_level::TRACE,
+        tracing::Level::ERROR => log_level::ERROR,
+        tracing::Level::WARN => log_level::WARN,
+        tracing::Level::INFO => log_level::INFO,
+        tracing::Level::DEBUG => log_level::DEBUG,
+        tracing::Level::TRACE => log_level::TRACE,
     }
 }
 
-impl Subscriber for ForwardingSubscriber {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        level_number(metadata.level()) <= self.max_level
-    }
-
-    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        use tracing::level_filters::LevelFilter;
-        Some(match self.max_level {
-            log_level::OFF => LevelFilter::OFF,
-            log_level::ERROR => LevelFilter::ERROR,
-            log_level::WARN => LevelFilter::WARN,
-            log_level::INFO => LevelFilter::INFO,
-            log_level::DEBUG => LevelFilter::DEBUG,
-            _ => LevelFilter::TRACE,
-        })
-    }
-
-    fn new_span(&self, _span: &Attributes<'_>) -> Id {
-        Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed))
-    }
-
-    fn record(&self, _span: &Id, _values: &Record<'_>) {}
-
-    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
-
-    fn event(&self, event: &Event<'_>) {
-        let mut visitor = MessageVisitor::default();
-        event.record(&mut visitor);
-        let metadata = event.metadata();
-        self.host.log(level_number(metadata.level()), metadata.target(), &visitor.text);
-    }
-
-    fn enter(&self, _span: &Id) {}
-
-    fn exit(&self, _span: &Id) {}
+/// Hands each formatted event to the host.
+struct HostWriter {
+    host: Host,
 }
 
-/// Renders an event as `message key=value ...`.
-#[derive(Default)]
-struct MessageVisitor {
-    text: String,
-}
+impl<'a> MakeWriter<'a> for HostWriter {
+    type Writer = Line;
 
-impl Visit for MessageVisitor {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            if self.text.is_empty() {
-                let _ = write!(self.text, "{value:?}");
-            } else {
-                self.text = format!("{value:?} {}", self.text);
-            }
-        } else {
-            if !self.text.is_empty() {
-                self.text.push(' ');
-            }
-            let _ = write!(self.text, "{}={value:?}", field.name());
+    fn make_writer(&'a self) -> Line {
+        Line { host: self.host, level: log_level::INFO, target: String::new(), text: Vec::new() }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line {
+        Line {
+            host: self.host,
+            level: level_number(meta.level()),
+            target: meta.target().to_owned(),
+            text: Vec::new(),
         }
     }
+}
 
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.record_debug(field, &format_args!("{value}"));
-        } else {
-            if !self.text.is_empty() {
-                self.text.push(' ');
-            }
-            let _ = write!(self.text, "{}={value}", field.name());
+/// One event's text, sent to the host when the formatter is done with it.
+struct Line {
+    host: Host,
+    level: u32,
+    target: String,
+    text: Vec<u8>,
+}
+
+impl io::Write for Line {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.text.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.text);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            self.host.log(self.level, &self.target, text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_choose_levels_per_target() {
+        let (filter, warning) = filter(Some("warn,tower_http=debug"), log_level::INFO);
+        assert!(warning.is_none());
+        assert!(filter.would_enable("tower_http::trace", &tracing::Level::DEBUG));
+        assert!(!filter.would_enable("my_app", &tracing::Level::INFO));
+        assert!(filter.would_enable("my_app", &tracing::Level::WARN));
+    }
+
+    #[test]
+    fn no_directives_means_the_hosts_level_and_a_bad_one_says_how_to_write_it() {
+        let (filter, warning) = filter(None, log_level::INFO);
+        assert!(warning.is_none());
+        assert!(filter.would_enable("anything", &tracing::Level::INFO));
+        assert!(!filter.would_enable("anything", &tracing::Level::DEBUG));
+        let (filter, warning) = filter_of("my_app=loud");
+        assert!(warning.unwrap().contains("`info,tower_http=debug`"));
+        assert!(filter.would_enable("my_app", &tracing::Level::INFO));
+    }
+
+    fn filter_of(directives: &str) -> (Targets, Option<String>) {
+        filter(Some(directives), log_level::INFO)
     }
 }

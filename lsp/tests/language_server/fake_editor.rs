@@ -1,6 +1,6 @@
 //! A scripted LSP client that drives `hotswap_lsp::serve` over in-memory streams with raw
-//! JSON-RPC, the way an editor would: it answers the server's requests (`$/progress` tokens) at
-//! once and keeps every message the server sent, in order, for the test to look at.
+//! JSON-RPC, the way an editor would: it answers the server's requests (`$/progress` tokens,
+//! `window/showDocument`) at once and keeps every message the server sent, in order, for the test to look at.
 
 use std::time::Duration;
 
@@ -70,10 +70,16 @@ async fn read_messages(
             return;
         }
         let message: Value = serde_json::from_slice(&body).expect("the server sends JSON");
-        if message.get("method").is_some()
+        if let Some(method) = message.get("method").and_then(Value::as_str)
             && let Some(id) = message.get("id")
         {
-            write_message(&writer, &json!({"jsonrpc": "2.0", "id": id, "result": null})).await;
+            // `window/showDocument` answers whether it showed the document; the rest, nothing.
+            let result = if method == "window/showDocument" {
+                json!({"success": true})
+            } else {
+                Value::Null
+            };
+            write_message(&writer, &json!({"jsonrpc": "2.0", "id": id, "result": result})).await;
         }
         if incoming.send(message).is_err() {
             return;

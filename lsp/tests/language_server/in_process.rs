@@ -107,7 +107,7 @@ async fn progress_token(editor: &mut FakeEditor, n: usize) -> Value {
 }
 
 #[tokio::test]
-async fn capabilities_declare_open_close_and_save_sync_and_the_four_commands_statically() {
+async fn capabilities_declare_open_close_and_save_sync_and_the_commands_statically() {
     let workspace = TestWorkspace::new();
     let mut editor = FakeEditor::start(workspace.server_environment());
     let result = editor.initialize(workspace.initialize_params(json!({}))).await;
@@ -123,7 +123,8 @@ async fn capabilities_declare_open_close_and_save_sync_and_the_four_commands_sta
             "hotswap.reloadFreshState",
             "hotswap.rollback",
             "hotswap.status",
-            "hotswap.cancelBuild"
+            "hotswap.cancelBuild",
+            "hotswap.openInBrowser"
         ])
     );
     assert_eq!(capabilities["positionEncoding"], "utf-16");
@@ -210,6 +211,46 @@ async fn a_save_is_forwarded_and_the_build_shows_as_progress_diagnostics_and_mes
         editor.wait_for_message("window/showMessage", "generation 2 serves the new code").await;
     assert_eq!(swapped["type"], 3, "an info message");
 
+    assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
+}
+
+#[tokio::test]
+async fn open_in_browser_asks_the_editor_to_show_the_apps_address_externally() {
+    let workspace = TestWorkspace::new();
+    let (_daemon, mut editor) = connected_editor(&workspace, json!({})).await;
+    let response = editor.execute_command("hotswap.openInBrowser").await;
+    assert_eq!(response["result"], json!({"url": "http://127.0.0.1:3000/"}), "{response}");
+    let request = editor
+        .wait_for("a window/showDocument request", |message| {
+            method_is(message, "window/showDocument") && message.get("id").is_some()
+        })
+        .await;
+    assert_eq!(
+        request["params"],
+        json!({"uri": "http://127.0.0.1:3000/", "external": true, "takeFocus": true})
+    );
+    editor
+        .wait_for_message("window/logMessage", "opened http://127.0.0.1:3000/ in the browser")
+        .await;
+    assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
+}
+
+#[tokio::test]
+async fn open_in_browser_in_an_editor_without_show_document_tells_the_address() {
+    let workspace = TestWorkspace::new();
+    let _daemon =
+        StandInDaemon::start(workspace.endpoint(), LISTEN_ADDRESS, Arc::new(PlainAnswers));
+    let mut editor = FakeEditor::start(workspace.server_environment());
+    let mut params = workspace.initialize_params(json!({}));
+    params["capabilities"] = json!({"window": {"workDoneProgress": true}});
+    editor.initialize(params).await;
+    editor.wait_for_message("window/logMessage", "connected to the daemon").await;
+    let response = editor.execute_command("hotswap.openInBrowser").await;
+    assert_eq!(response["result"]["url"], "http://127.0.0.1:3000/", "{response}");
+    editor
+        .wait_for_message("window/showMessage", "the app serves http://127.0.0.1:3000/; open it")
+        .await;
+    assert!(!editor.received().iter().any(|message| method_is(message, "window/showDocument")));
     assert_eq!(editor.quit().await, ServeEnd::EditorClosed { after_shutdown: true });
 }
 

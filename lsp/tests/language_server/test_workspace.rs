@@ -71,7 +71,7 @@ impl TestWorkspace {
             "processId": std::process::id(),
             "rootUri": self.uri(""),
             "workspaceFolders": [{"uri": self.uri(""), "name": "app"}],
-            "capabilities": {"window": {"workDoneProgress": true}},
+            "capabilities": {"window": {"workDoneProgress": true, "showDocument": {"support": true}}},
             "initializationOptions": initialization_options,
         })
     }

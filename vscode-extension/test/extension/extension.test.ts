@@ -233,6 +233,25 @@ describe("saves", () => {
     });
   });
 
+  test("assets and templates are sent by default (the daemon updates pages without a build)", async () => {
+    const daemon = await startDaemon({ generation: 1 });
+    await activate();
+    await daemon.waitForSubscriber();
+    for (const relative of ["assets/site.css", "static/logo.svg", "templates/about.html"]) {
+      await mkdir(path.dirname(path.join(appRoot, relative)), { recursive: true });
+      await writeFile(path.join(appRoot, relative), "");
+    }
+    harness.save(file("assets/site.css"));
+    harness.save(file("static/logo.svg"));
+    harness.save(file("templates/about.html"));
+    const [save] = await daemon.waitForRequests("didSave");
+    assert.deepEqual(save?.paths, [
+      path.join(appRoot, "assets", "site.css"),
+      path.join(appRoot, "static", "logo.svg"),
+      path.join(appRoot, "templates", "about.html"),
+    ]);
+  });
+
   test("include globs come from the settings", async () => {
     const daemon = await startDaemon();
     await activate({ "hotswap.include": ["**/*.md"] });
@@ -614,10 +633,38 @@ describe("commands", () => {
     await vscode.commands.executeCommand(harness.statusItem.command ?? "");
     assert.deepEqual(
       harness.quickPicks[0]?.items.map((item) => item.label.replace(/^\$\([^)]*\) /, "")),
-      ["Reload now", "Roll back", "Show status", "Show log", "Stop daemon", "Pause swapping on save"],
+      ["Reload now", "Roll back", "Open in browser", "Show status", "Show log", "Stop daemon", "Pause swapping on save"],
     );
     assert.equal(harness.quickPicks[0].title, "hotswap · todo");
     assert.equal(daemon.requests("reload").length, 1);
+  });
+
+  test("open in browser opens the address the daemon serves, from the palette and the status bar's menu", async () => {
+    const daemon = await startDaemon({ generation: 1 });
+    await activate();
+    await daemon.waitForSubscriber();
+    await vscode.commands.executeCommand("hotswap.openInBrowser");
+    assert.deepEqual(harness.openedExternally, ["http://127.0.0.1:3000/"]);
+    assert.ok(harness.log.lines.some((line) => line.includes("opened http://127.0.0.1:3000/ in the browser")));
+    harness.answerQuickPick = (items) => items.find((item) => item.label.includes("Open in browser"));
+    await vscode.commands.executeCommand(harness.statusItem.command ?? "");
+    const item = harness.quickPicks[0]?.items.find((candidate) => candidate.label.includes("Open in browser"));
+    assert.equal(item?.description, "http://127.0.0.1:3000/");
+    assert.deepEqual(harness.openedExternally, ["http://127.0.0.1:3000/", "http://127.0.0.1:3000/"]);
+    assert.deepEqual(harness.messages, []);
+  });
+
+  test("open in browser without a daemon offers to start one, and opens nothing", async () => {
+    await activate();
+    await waitForStatus(/no daemon/);
+    await vscode.commands.executeCommand("hotswap.openInBrowser");
+    assert.deepEqual(harness.openedExternally, []);
+    assert.equal(harness.messages[0]?.severity, "warning");
+    assert.match(harness.messages[0].message, /no daemon serves todo/);
+    assert.deepEqual(harness.messages[0].actions, ["Start Daemon"]);
+    harness.answerQuickPick = () => undefined;
+    await vscode.commands.executeCommand(harness.statusItem.command ?? "");
+    assert.ok(!harness.quickPicks[0]?.items.some((item) => item.label.includes("Open in browser")));
   });
 });
 
@@ -647,7 +694,7 @@ describe("settings", () => {
     const daemon = await startDaemon({ generation: 1 });
     const api = await activate({ "hotswap.include": "**/*.rs", "hotswap.diagnostics.enable": "yes" });
     await daemon.waitForSubscriber();
-    assert.deepEqual(api.ctx.config.include, ["**/*.rs", "**/Cargo.toml", "**/Cargo.lock"]);
+    assert.deepEqual(api.ctx.config.include, ["**/*.rs", "**/Cargo.toml", "**/Cargo.lock", "**/assets/**", "**/static/**", "**/public/**", "**/templates/**"]);
     assert.equal(api.ctx.config.diagnostics, true);
     assert.ok(harness.log.lines.some((line) => line.includes("hotswap.include should be a list of strings")));
   });

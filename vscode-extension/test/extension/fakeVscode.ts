@@ -261,6 +261,9 @@ class Harness {
   commands = new Map<string, (...args: unknown[]) => unknown>();
   executed: { command: string; args: unknown[] }[] = [];
   quickPicks: { items: QuickPickItem[]; title?: string }[] = [];
+  /** Addresses given to `env.openExternal`, and what it answers (a browser opened). */
+  openedExternally: string[] = [];
+  openExternalAnswer = true;
   /** Picks the answer to a message (the default dismisses it). */
   answerMessage: Answer = () => undefined;
   /** Picks a quick pick item by label (the default dismisses it). */
@@ -289,6 +292,8 @@ class Harness {
     this.commands.clear();
     this.executed = [];
     this.quickPicks = [];
+    this.openedExternally = [];
+    this.openExternalAnswer = true;
     this.answerMessage = () => undefined;
     this.answerQuickPick = () => undefined;
     this.workspaceState.clear();
@@ -437,6 +442,13 @@ export const workspace = {
   onDidSaveTextDocument: harness.saveDocument.event,
   onDidChangeConfiguration: harness.changeConfiguration.event,
   onDidChangeWorkspaceFolders: harness.changeWorkspaceFolders.event,
+};
+
+export const env = {
+  openExternal(uri: Uri): Promise<boolean> {
+    harness.openedExternally.push(uri.toString());
+    return Promise.resolve(harness.openExternalAnswer);
+  },
 };
 
 export const languages = {
