@@ -29,7 +29,10 @@ struct Session {
 
 impl Session {
     async fn start(name: &str) -> Session {
-        let app = App::scaffold(name);
+        Session::serve(App::scaffold(name)).await
+    }
+
+    async fn serve(app: App) -> Session {
         let daemon = app.serve().await;
         daemon.wait_for_generation(1).await;
         let events = daemon.subscriber().await;
@@ -368,4 +371,26 @@ async fn an_app_named_like_a_dependency_builds_and_swaps() {
     assert_eq!(get(daemon.address(), "/").await.unwrap().body, "hello from bytes\n");
     let status = daemon.status().await;
     assert_eq!(status.package, "bytes");
+}
+
+/// Live reload tells an asset from a file the code includes by the dep-info next to the library;
+/// a file a build by rustc directly begins to read (`include_str!`) builds when saved from then
+/// on, as after a cargo build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_a_direct_build_includes_is_no_longer_an_asset() {
+    let app = App::scaffold("direct-assets");
+    std::fs::create_dir_all(app.path("assets")).unwrap();
+    std::fs::write(app.path("assets/greeting.txt"), "from the file v1\n").unwrap();
+    let mut session = Session::serve(app).await;
+    let client = session.daemon.client().await;
+    let paths = vec![session.app.path("assets/greeting.txt")];
+    let answer = client.request::<DidSave>(DidSaveParams { paths: paths.clone() }).await.unwrap();
+    assert!(answer.accepted.is_empty(), "an asset starts no build: {answer:?}");
+
+    session.set_greeting("include_str!(\"../assets/greeting.txt\").to_owned()");
+    session.save_and_swap(&["src/lib.rs"], BuiltWith::Rustc).await;
+    assert_eq!(session.body("/").await, "from the file v1\n");
+    session.write("assets/greeting.txt", "from the file v2\n");
+    session.save_and_swap(&["assets/greeting.txt"], BuiltWith::Rustc).await;
+    assert_eq!(session.body("/").await, "from the file v2\n");
 }

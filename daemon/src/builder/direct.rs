@@ -866,6 +866,24 @@ pub(crate) async fn run(
             artifact.display()
         ));
     }
+    let uplifted_dep_info = {
+        let captured = captured.clone();
+        tokio::task::spawn_blocking(move || {
+            update_uplifted_dep_info(
+                &captured.dep_info,
+                &captured.invocation.working_directory,
+                &captured.artifact,
+            )
+        })
+        .await
+    };
+    if let Err(error) = uplifted_dep_info.unwrap_or_else(|error| Err(std::io::Error::other(error)))
+    {
+        return DirectOutcome::NeedsCargo(format!(
+            "cannot update {}: {error}",
+            artifact.with_extension("d").display()
+        ));
+    }
     let sources = {
         let captured = captured.clone();
         tokio::task::spawn_blocking(move || {
@@ -929,6 +947,44 @@ async fn lock_build_directory(
             () = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
+}
+
+/// Keeps cargo's dep-info next to the library (`lib<name>.d`, every file the library was
+/// compiled from, absolute) true after a direct build: the files rustc read now are added to the
+/// ones cargo listed. Live reload reads it to tell an asset from a file the code includes
+/// (`include_str!`), so a file a direct build began to read must be in it. A file no longer read
+/// stays listed until cargo next builds the library: a save of it builds, which is never wrong.
+fn update_uplifted_dep_info(
+    dep_info: &Path,
+    working_directory: &Path,
+    artifact: &Path,
+) -> std::io::Result<()> {
+    let uplifted = artifact.with_extension("d");
+    let mut files = match std::fs::read_to_string(&uplifted) {
+        Ok(text) => crate::browser::dependencies_of_dep_info(&text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    let before = files.len();
+    let read_now = std::fs::read_to_string(dep_info)?;
+    for file in cargo_inputs::dep_info_sources(&read_now, working_directory) {
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    if files.len() == before && uplifted.exists() {
+        return Ok(());
+    }
+    let escaped = |path: &Path| path.to_string_lossy().replace(' ', "\\ ");
+    let mut text = format!("{}:", escaped(artifact));
+    for file in &files {
+        text.push(' ');
+        text.push_str(&escaped(file));
+    }
+    text.push('\n');
+    let partial = uplifted.with_extension("d.partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, &uplifted)
 }
 
 /// Puts `source` at `destination` as cargo does: a hard link, else a copy; never writing into
@@ -1089,6 +1145,36 @@ mod tests {
         assert!(direct.captured.is_ok(), "a compile error in the handler keeps its command line");
         direct.learn(cargo_build(false, None, Ok(inputs)));
         assert!(direct.captured.as_ref().unwrap_err().contains("failed before compiling"));
+    }
+
+    #[test]
+    fn the_uplifted_dep_info_gains_the_files_a_direct_build_read() {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        let artifact = root.join("target/debug/libapp.so");
+        std::fs::create_dir_all(root.join("target/debug/deps")).unwrap();
+        let uplifted = root.join("target/debug/libapp.d");
+        let library = root.join("src/lib.rs");
+        let shared = root.join("shared/src/lib.rs");
+        std::fs::write(
+            &uplifted,
+            format!("{}: {} {}\n", artifact.display(), library.display(), shared.display()),
+        )
+        .unwrap();
+        let dep_info = root.join("target/debug/deps/app-1a2b.d");
+        std::fs::write(
+            &dep_info,
+            "target/debug/deps/app-1a2b.d: src/lib.rs assets/my\\ page.html\n\n\
+             src/lib.rs:\nassets/my\\ page.html:\n",
+        )
+        .unwrap();
+        update_uplifted_dep_info(&dep_info, root, &artifact).unwrap();
+        let text = std::fs::read_to_string(&uplifted).unwrap();
+        assert_eq!(
+            crate::browser::dependencies_of_dep_info(&text),
+            vec![root.join("assets/my page.html"), shared, library],
+            "{text}"
+        );
     }
 
     #[test]
