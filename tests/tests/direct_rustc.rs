@@ -18,11 +18,13 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// The greeting line of the scaffold's `GET /`.
 const SCAFFOLD_GREETING: &str = "\"hello from hotswap\\n\".to_owned()";
 
-/// A served app and a client subscribed to its events.
+/// A served app and a client subscribed to its events. The daemon stops before the app's
+/// directory is removed (fields drop in order): a daemon, or a cargo it started, never runs in a
+/// directory that is gone.
 struct Session {
-    app: App,
-    daemon: Daemon,
     events: Client,
+    daemon: Daemon,
+    app: App,
     /// The expression `GET /` answers with now (replaced by each edit).
     greeting: String,
 }
@@ -36,7 +38,7 @@ impl Session {
         let daemon = app.serve().await;
         daemon.wait_for_generation(1).await;
         let events = daemon.subscriber().await;
-        Session { app, daemon, events, greeting: SCAFFOLD_GREETING.to_owned() }
+        Session { events, daemon, app, greeting: SCAFFOLD_GREETING.to_owned() }
     }
 
     /// Makes `GET /` answer with `expression` (a `String`), in `src/lib.rs`, without saving.
