@@ -77,12 +77,15 @@ impl DaemonProcess {
 
     /// Sends an editor's save message for `path`; the daemon builds after its debounce.
     pub(crate) async fn did_save(&self, path: &Path) -> anyhow::Result<()> {
-        let result = self
-            .client
-            .request::<DidSave>(DidSaveParams { paths: vec![path.to_path_buf()] })
-            .await?;
-        if result.accepted.is_empty() {
-            bail!("the daemon ignored the save of {}: {:?}", path.display(), result.ignored);
+        self.did_save_all(&[path]).await
+    }
+
+    /// A `didSave` of several files at once.
+    pub(crate) async fn did_save_all(&self, paths: &[&Path]) -> anyhow::Result<()> {
+        let paths = paths.iter().map(|path| path.to_path_buf()).collect();
+        let result = self.client.request::<DidSave>(DidSaveParams { paths }).await?;
+        if !result.ignored.is_empty() {
+            bail!("the daemon ignored saves: {:?}", result.ignored);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! cargo run --release -p hotswap-bench -- --quick # a few rounds, to check that it works
 //! cargo run --release -p hotswap-bench -- --only state-handoff  # one case that needs no servers
 //! cargo run --release -p hotswap-bench -- --only browser         # save → visible in a page (Chromium)
+//! cargo run --release -p hotswap-bench -- --only save-to-served  # case 1: save → served
 //! ```
 //!
 //! It builds what it needs (the `hotswap` binary in release, the example apps and their
@@ -50,14 +51,21 @@ const USAGE: &str = "usage: hotswap-bench [--quick] [--builtin-load] [--only CAS
 Benchmarks hotswap (see BENCHMARKS.md). --quick runs a few rounds only, to check that the
 benchmark works; its numbers are not worth quoting. --builtin-load uses the built-in load
 generator for the dispatch case even when wrk is installed (it is the fallback when wrk cannot be
-installed). --only runs one of the cases that need no servers: swap-cost, crash-recovery,
-state-handoff, slow-setup, memory, browser (save → visible in a page, in headless Chromium; run
-scripts/browser-e2e-setup.sh once first). The report is printed and written to target/hotswap-bench/report.md (or
+installed). --only runs one case: swap-cost, crash-recovery, state-handoff, slow-setup, memory, browser
+(save → visible in a page, in headless Chromium; run scripts/browser-e2e-setup.sh once first),
+save-to-served (case 1 alone, with the servers it needs). The report is printed and written to target/hotswap-bench/report.md (or
 FILE).";
 
 /// The cases `--only` can run by themselves.
-const SOLO_CASES: [&str; 6] =
-    ["swap-cost", "crash-recovery", "state-handoff", "slow-setup", "memory", "browser"];
+const SOLO_CASES: [&str; 7] = [
+    "swap-cost",
+    "crash-recovery",
+    "state-handoff",
+    "slow-setup",
+    "memory",
+    "browser",
+    "save-to-served",
+];
 
 fn main() -> anyhow::Result<()> {
     // The engine worker's generations run in host processes started from this binary.
@@ -183,11 +191,26 @@ async fn run_solo_case(context: &mut BenchContext, case: &str) -> anyhow::Result
         "slow-setup" => cases::slow_setup::run(context).await,
         "memory" => cases::memory_and_idle::run_memory(context).await,
         "browser" => cases::browser_follows_save::run(context).await,
+        "save-to-served" => run_save_to_served(context).await,
         other => bail!("no case {other:?} runs alone; these do: {}", SOLO_CASES.join(", ")),
     }
 }
 
-async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Result<()> {
+/// Case 1 alone (save → new code served): the apps and their binaries built, every server
+/// started, the case run, the servers stopped.
+async fn run_save_to_served(context: &mut BenchContext) -> anyhow::Result<()> {
+    build_apps(context).await?;
+    let mut servers = start_servers(context).await?;
+    check_user_style_apps(context, &servers).await?;
+    cases::save_to_served::run(context, &mut servers).await?;
+    for (_, app_servers) in servers {
+        app_servers.stop().await?;
+    }
+    Ok(())
+}
+
+/// Builds every app's handler, its binary on hotswap's SDK and its axum binary in each profile.
+async fn build_apps(context: &mut BenchContext) -> anyhow::Result<()> {
     let apps = context.workspace.apps.clone();
     for app in &apps {
         app.restore()?;
@@ -202,6 +225,11 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
             context.workspace.build_user_style(app, profile).await?;
         }
     }
+    Ok(())
+}
+
+async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Result<()> {
+    build_apps(context).await?;
     let wrk =
         if builtin_load { None } else { tokio::task::spawn_blocking(wrk::find_or_install).await? };
 

@@ -1,26 +1,36 @@
-//! Running cargo. [`run_build`] is the one function in hotswap that spawns cargo to build.
+//! Building the handler. [`run_cargo`] is the one function in hotswap that spawns cargo to build;
+//! [`direct`] is the fast path that runs the rustc cargo last ran for the handler, for saves of
+//! the handler's own sources.
 //!
 //! `cargo build --lib -p <handler> --message-format=json`, in its own target directory (so that
 //! rust-analyzer's `cargo check` never holds the lock we need), in its own process group (so a
 //! stale build can be killed with every rustc it started). The artifact path, the diagnostics and
 //! the result come from cargo's JSON messages; cargo's status lines on stderr become progress.
+//! With the fast path on, cargo runs `hotswap` as its `RUSTC_WORKSPACE_WRAPPER`
+//! ([`rustc_wrapper`]), which records the handler's rustc command line.
+
+mod cargo_inputs;
+pub(crate) mod direct;
+pub mod rustc_wrapper;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cargo_metadata::{Message, TargetKind};
-use hotswap_protocol::events::Diagnostic;
+use hotswap_protocol::events::{BuiltWith, Diagnostic};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 
 use crate::diagnostics;
+use direct::{CaptureSetup, CargoFacts, DirectBuild, DirectOutcome, Learned};
 
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct BuildSpec {
     pub cargo: PathBuf,
     pub manifest: PathBuf,
+    /// The handler's package ID spec (`cargo build -p` takes it).
     pub package: String,
     /// The name of the package's library target (`lib<name>.so`), dashes as underscores.
     pub library_name: String,
@@ -30,6 +40,8 @@ pub struct BuildSpec {
     pub target_dir: PathBuf,
     /// The cargo workspace root: compiler messages name files relative to it.
     pub cargo_workspace_root: PathBuf,
+    /// Run rustc directly for saves of the handler's own sources (`direct_rustc` in hotswap.toml).
+    pub direct_rustc: bool,
 }
 
 /// How a build ended.
@@ -51,6 +63,46 @@ pub struct BuildOutput {
     /// For a failure: the compiler's errors, or cargo's own error, as plain text.
     pub rendered: String,
     pub duration: Duration,
+    pub built_with: BuiltWith,
+    /// What the fast path learned from this build.
+    pub(crate) learned: Learned,
+}
+
+/// How to build: with cargo (saying why), or with the rustc cargo last ran.
+#[derive(Debug)]
+pub(crate) enum BuildPlan {
+    Cargo { why: String, capture: Option<CaptureSetup> },
+    Rustc { build: DirectBuild, fallback: Option<CaptureSetup> },
+}
+
+/// Builds the handler as `plan` says, reporting progress, until done or until `cancel` fires (or
+/// its sender is dropped). A direct build that finds it cannot do the job (the dependencies it
+/// links are gone, say) builds with cargo instead.
+pub(crate) async fn run(
+    spec: &BuildSpec,
+    plan: BuildPlan,
+    mut progress: impl FnMut(ProgressLine),
+    mut cancel: oneshot::Receiver<()>,
+) -> BuildOutput {
+    let started = Instant::now();
+    match plan {
+        BuildPlan::Cargo { capture, .. } => {
+            run_cargo(spec, capture.as_ref(), progress, cancel, started).await
+        }
+        BuildPlan::Rustc { build, fallback } => {
+            match direct::run(build, &mut progress, &mut cancel, started).await {
+                DirectOutcome::Done(output) => output,
+                DirectOutcome::NeedsCargo(why) => {
+                    tracing::info!("building with cargo after all: {why}");
+                    progress(ProgressLine {
+                        message: format!("building with cargo: {why}"),
+                        blocked: false,
+                    });
+                    run_cargo(spec, fallback.as_ref(), progress, cancel, started).await
+                }
+            }
+        }
+    }
 }
 
 /// A line of progress from cargo, and whether it says cargo waits for another cargo's lock.
@@ -71,19 +123,31 @@ fn progress_line(line: &str) -> Option<ProgressLine> {
         .then(|| ProgressLine { message: line.to_owned(), blocked: first_word == "Blocking" })
 }
 
-/// Builds the handler, reporting progress, until done or until `cancel` fires (or its sender
-/// is dropped).
+/// Builds the handler with cargo, reporting progress, until done or until `cancel` fires (or
+/// its sender is dropped).
 pub async fn run_build(
     spec: &BuildSpec,
+    progress: impl FnMut(ProgressLine),
+    cancel: oneshot::Receiver<()>,
+) -> BuildOutput {
+    run_cargo(spec, None, progress, cancel, Instant::now()).await
+}
+
+/// Runs cargo; with `capture`, records the handler's rustc for the fast path.
+async fn run_cargo(
+    spec: &BuildSpec,
+    capture: Option<&CaptureSetup>,
     mut progress: impl FnMut(ProgressLine),
     mut cancel: oneshot::Receiver<()>,
+    started: Instant,
 ) -> BuildOutput {
-    let started = Instant::now();
     let failed = |rendered: String| BuildOutput {
         result: BuildResult::Failed,
         diagnostics: Vec::new(),
         rendered,
         duration: started.elapsed(),
+        built_with: BuiltWith::Cargo,
+        learned: Learned::Nothing,
     };
     let mut command = tokio::process::Command::new(&spec.cargo);
     command
@@ -101,6 +165,12 @@ pub async fn run_build(
     if spec.no_default_features {
         command.arg("--no-default-features");
     }
+    let before = capture.map(|capture| {
+        command.envs(capture.environment());
+        capture.begin()
+    });
+    let cargo_started = SystemTime::now();
+    let mut facts = CargoFacts::default();
     command
         .env("CARGO_TERM_PROGRESS_WHEN", "never")
         .stdin(Stdio::null())
@@ -139,18 +209,24 @@ pub async fn run_build(
                     diagnostics: Vec::new(),
                     rendered: String::new(),
                     duration: started.elapsed(),
+                    built_with: BuiltWith::Cargo,
+                    learned: Learned::Nothing,
                 };
             }
             line = stdout.next_line(), if stdout_open => match line {
                 Ok(Some(line)) => match serde_json::from_str::<Message>(&line) {
-                    Ok(Message::CompilerArtifact(built))
-                        if built.target.kind.contains(&TargetKind::CDyLib) && built.target.name.replace('-', "_") == spec.library_name =>
-                    {
-                        let library = built.filenames.iter().find(|file| file.as_str().ends_with(std::env::consts::DLL_SUFFIX));
-                        if let Some(library) = library {
-                            artifact = Some((library.clone().into_std_path_buf(), built.fresh));
+                    Ok(Message::CompilerArtifact(built)) => {
+                        if let Some(capture) = capture {
+                            facts.artifact(&built, capture.handler_id());
+                        }
+                        if built.target.kind.contains(&TargetKind::CDyLib) && built.target.name.replace('-', "_") == spec.library_name {
+                            let library = built.filenames.iter().find(|file| file.as_str().ends_with(std::env::consts::DLL_SUFFIX));
+                            if let Some(library) = library {
+                                artifact = Some((library.clone().into_std_path_buf(), built.fresh));
+                            }
                         }
                     }
+                    Ok(Message::BuildScriptExecuted(executed)) => facts.build_script(&executed),
                     Ok(Message::CompilerMessage(message)) => {
                         if let Some(diagnostic) = diagnostics::from_cargo(&message.message, &spec.cargo_workspace_root)
                             && !diagnostics.contains(&diagnostic)
@@ -176,15 +252,36 @@ pub async fn run_build(
         }
     }
     let status = child.wait().await;
-    let duration = started.elapsed();
     let succeeded =
         success.unwrap_or(false) && status.as_ref().is_ok_and(|status| status.success());
+    let learned = match (capture, before) {
+        (Some(capture), Some(before)) => {
+            let capture = capture.clone();
+            let library = artifact.as_ref().map(|(library, _)| library.clone());
+            tokio::task::spawn_blocking(move || {
+                direct::after_cargo(
+                    &capture,
+                    &facts,
+                    before,
+                    cargo_started,
+                    succeeded,
+                    library.as_deref(),
+                )
+            })
+            .await
+            .map_or(Learned::Nothing, |learned| Learned::Cargo(std::sync::Arc::new(learned)))
+        }
+        _ => Learned::Nothing,
+    };
+    let duration = started.elapsed();
     match (succeeded, artifact) {
         (true, Some((artifact, fresh))) => BuildOutput {
             result: BuildResult::Succeeded { artifact, fresh },
             diagnostics,
             rendered: String::new(),
             duration,
+            built_with: BuiltWith::Cargo,
+            learned,
         },
         (true, None) => BuildOutput {
             result: BuildResult::Failed,
@@ -194,6 +291,8 @@ pub async fn run_build(
                 spec.package
             ),
             duration,
+            built_with: BuiltWith::Cargo,
+            learned,
         },
         (false, _) => {
             let mut rendered = diagnostics::render_errors(&diagnostics);
@@ -214,7 +313,14 @@ pub async fn run_build(
                     Err(error) => format!("cargo could not be waited for: {error}\n"),
                 };
             }
-            BuildOutput { result: BuildResult::Failed, diagnostics, rendered, duration }
+            BuildOutput {
+                result: BuildResult::Failed,
+                diagnostics,
+                rendered,
+                duration,
+                built_with: BuiltWith::Cargo,
+                learned,
+            }
         }
     }
 }

@@ -463,10 +463,11 @@ fn print_status(status: &StatusResult) {
     }
     if let Some(build) = &status.last_build {
         println!(
-            "last build  #{} {} in {:.0} ms ({} error{}, {} warning{}), {} ago",
+            "last build  #{} {} in {:.0} ms{} ({} error{}, {} warning{}), {} ago",
             build.build,
             outcome_word(build.outcome),
             build.duration_ms,
+            built_with(build.built_with),
             build.errors,
             plural(build.errors as usize),
             build.warnings,
@@ -507,6 +508,11 @@ fn print_status(status: &StatusResult) {
     );
 }
 
+/// " by cargo", " by rustc directly" (nothing when the daemon did not say).
+fn built_with(built_with: Option<hotswap_protocol::events::BuiltWith>) -> String {
+    built_with.map(|tool| format!(" by {}", tool.describe())).unwrap_or_default()
+}
+
 fn outcome_word(outcome: BuildOutcome) -> &'static str {
     match outcome {
         BuildOutcome::Succeeded => "succeeded",
@@ -542,10 +548,11 @@ fn print_event(event: &Event) {
         Event::BuildProgress(progress) => println!("  {}", progress.message),
         Event::BuildFinished(finished) => {
             println!(
-                "build {} {} in {:.0} ms",
+                "build {} {} in {:.0} ms{}",
                 finished.build,
                 outcome_word(finished.outcome),
-                finished.duration_ms
+                finished.duration_ms,
+                built_with(finished.built_with)
             );
             for diagnostic in &finished.diagnostics {
                 let severity = match diagnostic.severity {

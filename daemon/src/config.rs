@@ -16,6 +16,7 @@
 //! no_default_features = false
 //! target_dir = "target/hotswap"     # default: <cargo's target dir>/hotswap
 //! debounce_ms = 50                  # quiet time after a save before building
+//! direct_rustc = true               # saves of the handler's own sources: rustc without cargo
 //!
 //! [swap]
 //! drain_timeout_ms = 5000           # then requests still running on the old code get 503
@@ -152,6 +153,10 @@ pub struct BuildSection {
     pub target_dir: Option<PathBuf>,
     #[serde(default = "default_debounce_ms")]
     pub debounce_ms: u64,
+    /// Saves that touch only the handler's own sources run the rustc cargo last ran for it,
+    /// without cargo (see `builder::direct`).
+    #[serde(default = "default_direct_rustc")]
+    pub direct_rustc: bool,
 }
 
 impl Default for BuildSection {
@@ -162,6 +167,7 @@ impl Default for BuildSection {
             no_default_features: false,
             target_dir: None,
             debounce_ms: default_debounce_ms(),
+            direct_rustc: default_direct_rustc(),
         }
     }
 }
@@ -213,6 +219,9 @@ fn default_profile() -> String {
 }
 fn default_debounce_ms() -> u64 {
     50
+}
+fn default_direct_rustc() -> bool {
+    true
 }
 fn default_drain_timeout_ms() -> u64 {
     5000

@@ -23,7 +23,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::builder::{BuildOutput, BuildResult, BuildSpec, run_build};
+use crate::builder::direct::DirectRustc;
+use crate::builder::{BuildOutput, BuildPlan, BuildResult, BuildSpec};
 use crate::engine::{Engine, RollbackError, SwapFailure, SwapReport};
 use crate::packages::PackageSet;
 use crate::subscribers::Subscribers;
@@ -139,7 +140,9 @@ struct Waiter {
 pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(256);
     let handle = DaemonHandle { sender: sender.clone() };
+    let direct = DirectRustc::new(parts.build.direct_rustc);
     let mut daemon = Daemon {
+        direct,
         parts,
         messages: sender.downgrade(),
         pending: None,
@@ -171,6 +174,8 @@ pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHand
 
 struct Daemon {
     parts: DaemonParts,
+    /// What the fast path (rustc without cargo) knows: the rustc cargo last ran for the handler.
+    direct: DirectRustc,
     /// For build and swap tasks to report back (weak: the daemon stops when clients are gone).
     messages: mpsc::WeakSender<Message>,
     pending: Option<PendingBuild>,
@@ -217,7 +222,8 @@ impl Daemon {
     fn handle(&mut self, message: Message) {
         match message {
             Message::Request { request, reply } => self.request(request, reply),
-            Message::BuildDone { build, output, packages } => {
+            Message::BuildDone { build, mut output, packages } => {
+                self.direct.learn(std::mem::take(&mut output.learned));
                 if let Some(packages) = packages {
                     self.packages_refreshed(packages);
                 }
@@ -450,8 +456,10 @@ impl Daemon {
                 self.parts.packages.handler.clone(),
             )
         });
+        let plan =
+            self.direct.plan(pending.reason, &paths, &self.parts.packages, &self.parts.build);
         tracing::info!(
-            "build {id} of {} started ({})",
+            "build {id} of {} started ({}; {})",
             self.parts.info.package,
             match pending.reason {
                 BuildReason::Initial =>
@@ -459,6 +467,10 @@ impl Daemon {
                         .to_owned(),
                 BuildReason::Reload => "reload".to_owned(),
                 BuildReason::Save => format!("saved {}", describe_paths(&paths)),
+            },
+            match &plan {
+                BuildPlan::Rustc { .. } => "rustc directly".to_owned(),
+                BuildPlan::Cargo { why, .. } => format!("cargo: {why}"),
             }
         );
         self.parts.subscribers.send(&Event::BuildStarted(BuildStarted {
@@ -497,7 +509,7 @@ impl Daemon {
                 ),
                 None => None,
             };
-            let output = run_build(&spec, progress, cancelled).await;
+            let output = crate::builder::run(&spec, plan, progress, cancelled).await;
             if let Some(messages) = messages.upgrade() {
                 let _ = messages.send(Message::BuildDone { build: id, output, packages }).await;
             }
@@ -523,6 +535,7 @@ impl Daemon {
                     tracing::info!("the handler's packages are now: {}", roots.join(", "));
                 }
                 self.parts.build.library_name = packages.library_name.clone();
+                self.parts.build.package = packages.handler_spec.clone();
                 self.parts.packages = packages;
             }
             Err(error) => tracing::warn!("could not read the handler's packages again: {error}"),
@@ -558,6 +571,7 @@ impl Daemon {
             outcome,
             duration_ms: build_ms,
             diagnostics: output.diagnostics.clone(),
+            built_with: Some(output.built_with),
         }));
         self.last_build = Some((
             LastBuild {
@@ -568,6 +582,7 @@ impl Daemon {
                 warnings,
                 finished_ago_ms: 0,
                 diagnostics: output.diagnostics.clone(),
+                built_with: Some(output.built_with),
             },
             Instant::now(),
         ));
@@ -583,7 +598,8 @@ impl Daemon {
             }
             BuildResult::Failed => {
                 tracing::error!(
-                    "build {build} failed after {build_ms:.0} ms; {}\n{}",
+                    "build {build} failed after {build_ms:.0} ms ({}); {}\n{}",
+                    output.built_with.describe(),
                     serving_now(&self.parts.engine),
                     output.rendered.trim_end()
                 );
@@ -604,10 +620,17 @@ impl Daemon {
             }
             BuildResult::Succeeded { .. } if unchanged => {
                 let generation = self.parts.engine.current_generation();
-                tracing::info!("build {build} finished in {build_ms:.0} ms: unchanged, no swap");
+                tracing::info!(
+                    "build {build} finished in {build_ms:.0} ms ({}): unchanged, no swap",
+                    output.built_with.describe()
+                );
                 self.answer_waiters(build, ReloadOutcome::Unchanged { generation, build_ms });
             }
             BuildResult::Succeeded { artifact, .. } => {
+                tracing::info!(
+                    "build {build} finished in {build_ms:.0} ms ({})",
+                    output.built_with.describe()
+                );
                 self.parts.browser.built(&artifact);
                 let engine = self.parts.engine.clone();
                 let messages = self.messages.clone();

@@ -136,6 +136,9 @@ fn main() -> ExitCode {
     // `hotswap host` runs one generation for a daemon (it never returns); it is not a command
     // for people, so it is not among the subcommands below.
     hotswap_host::run_if_requested();
+    // Cargo runs `hotswap` as its rustc wrapper for the daemon's builds, to record the handler's
+    // rustc command line (the fast path); it then becomes rustc.
+    hotswap_daemon::builder::rustc_wrapper::run_if_requested();
     let arguments = Arguments::parse();
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

@@ -10,17 +10,39 @@ use crate::config::CONFIG_FILE;
 /// The handler package and its local packages.
 #[derive(Debug, Clone)]
 pub struct PackageSet {
-    /// The handler package's name, as `cargo build -p` takes it.
+    /// The handler package's name, as people call it.
     pub handler: String,
+    /// The handler's package ID spec, as `cargo build -p` takes it: unambiguous even when a
+    /// dependency has the same name (`sqlx-postgres` depending on sqlx, which depends on a crate
+    /// `sqlx-postgres`).
+    pub handler_spec: String,
     pub handler_manifest: PathBuf,
     /// The handler's library name (the artifact is `lib<name>.so`).
     pub library_name: String,
     /// Directories of the handler package and of every local package it depends on.
     pub package_roots: Vec<PathBuf>,
+    /// The handler package (first) and every local package it builds from.
+    pub local_packages: Vec<LocalPackage>,
     /// The cargo workspace root (compiler messages name files relative to it).
     pub cargo_workspace_root: PathBuf,
     /// Cargo's own target directory.
     pub cargo_target_dir: PathBuf,
+}
+
+/// A package of the workspace's own files (not from a registry or git): the handler or one of
+/// its path dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPackage {
+    /// `cargo metadata`'s package id (the form cargo's JSON messages use).
+    pub id: String,
+    pub name: String,
+    pub manifest: PathBuf,
+}
+
+impl LocalPackage {
+    pub fn root(&self) -> &Path {
+        self.manifest.parent().expect("manifests are files")
+    }
 }
 
 /// Why a saved path builds nothing.
@@ -59,14 +81,18 @@ impl PackageSet {
         package: Option<&str>,
     ) -> Result<Self, String> {
         let handler = match package {
-            Some(name) => metadata
+            Some(wanted) => metadata
                 .workspace_packages()
                 .into_iter()
                 .chain(metadata.packages.iter())
-                .find(|candidate| candidate.name.as_str() == name)
+                .find(|candidate| {
+                    candidate.source.is_none()
+                        && matches_name_and_version(&candidate.name, &candidate.version, wanted)
+                })
                 .ok_or_else(|| {
                     format!(
-                        "package `{name}` (the `package` in {CONFIG_FILE}) is not in the cargo workspace of {}",
+                        "package `{wanted}` (the `package` in {CONFIG_FILE}) is not in the cargo workspace of {}; \
+                         name it as `name` or `name@version`",
                         manifest.display()
                     )
                 })?,
@@ -100,6 +126,11 @@ impl PackageSet {
                 .as_std_path()
                 .to_path_buf(),
         ];
+        let mut local_packages = vec![LocalPackage {
+            id: handler.id.repr.clone(),
+            name: handler.name.to_string(),
+            manifest: handler.manifest_path.clone().into_std_path_buf(),
+        }];
         if let Some(resolve) = &metadata.resolve {
             let mut pending: Vec<&PackageId> = vec![&handler.id];
             let mut seen: Vec<&PackageId> = Vec::new();
@@ -125,6 +156,13 @@ impl PackageSet {
                         if !roots.iter().any(|known| known == root) {
                             roots.push(root.to_path_buf());
                         }
+                        if !local_packages.iter().any(|known| known.id == package.id.repr) {
+                            local_packages.push(LocalPackage {
+                                id: package.id.repr.clone(),
+                                name: package.name.to_string(),
+                                manifest: package.manifest_path.clone().into_std_path_buf(),
+                            });
+                        }
                         pending.push(&package.id);
                     }
                 }
@@ -132,9 +170,11 @@ impl PackageSet {
         }
         Ok(Self {
             handler: handler.name.to_string(),
+            handler_spec: package_id_spec(&handler.id.repr, &handler.name, &handler.version),
             handler_manifest: handler.manifest_path.clone().into_std_path_buf(),
             library_name: library.name.replace('-', "_"),
             package_roots: roots,
+            local_packages,
             cargo_workspace_root: metadata.workspace_root.clone().into_std_path_buf(),
             cargo_target_dir: metadata.target_directory.clone().into_std_path_buf(),
         })
@@ -168,6 +208,32 @@ impl PackageSet {
     }
 }
 
+/// True when `wanted` (`name` or `name@version`, the version whole or its first numbers:
+/// `app@0.1`) names the package `name` at `version`.
+fn matches_name_and_version(
+    name: &str,
+    version: &cargo_metadata::semver::Version,
+    wanted: &str,
+) -> bool {
+    let Some((wanted_name, wanted_version)) = wanted.split_once('@') else {
+        return name == wanted;
+    };
+    if name != wanted_name {
+        return false;
+    }
+    let full = version.to_string();
+    full == wanted_version
+        || full.strip_prefix(wanted_version).is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The package ID spec `cargo build -p` takes for the package with `id` (cargo metadata's id,
+/// which since cargo 1.77 is a spec itself: `path+file:///w/app#0.1.0`), else `name@version`.
+fn package_id_spec(id: &str, name: &str, version: &cargo_metadata::semver::Version) -> String {
+    let is_spec =
+        ["path+", "registry+", "git+", "sparse+"].iter().any(|scheme| id.starts_with(scheme));
+    if is_spec { id.to_owned() } else { format!("{name}@{version}") }
+}
+
 /// `path` with symbolic links, `.` and `..` resolved. A path that does not exist (a deleted
 /// file, or a made-up one) cannot be canonicalized: its `.` and `..` are resolved by hand, then
 /// the directory that exists, so that `app/src/../../elsewhere/x.rs` is not taken for a file of
@@ -199,12 +265,38 @@ mod tests {
     fn package_set(roots: &[&str]) -> PackageSet {
         PackageSet {
             handler: "app".into(),
+            handler_spec: "path+file:///w/app#0.1.0".into(),
             handler_manifest: "/w/app/Cargo.toml".into(),
             library_name: "app".into(),
             package_roots: roots.iter().map(PathBuf::from).collect(),
+            local_packages: Vec::new(),
             cargo_workspace_root: "/w".into(),
             cargo_target_dir: "/w/target".into(),
         }
+    }
+
+    #[test]
+    fn names_a_package_by_name_or_name_and_version() {
+        let version = cargo_metadata::semver::Version::new(0, 12, 3);
+        assert!(matches_name_and_version("app", &version, "app"));
+        assert!(matches_name_and_version("app", &version, "app@0.12.3"));
+        assert!(matches_name_and_version("app", &version, "app@0.12"));
+        assert!(matches_name_and_version("app", &version, "app@0"));
+        assert!(!matches_name_and_version("app", &version, "app@0.1"));
+        assert!(!matches_name_and_version("app", &version, "app@0.12.4"));
+        assert!(!matches_name_and_version("app", &version, "other@0.12.3"));
+        assert!(!matches_name_and_version("app-x", &version, "app"));
+    }
+
+    #[test]
+    fn builds_the_package_by_its_id() {
+        let version = cargo_metadata::semver::Version::new(0, 1, 0);
+        assert_eq!(
+            package_id_spec("path+file:///w/sqlx-postgres#0.1.0", "sqlx-postgres", &version),
+            "path+file:///w/sqlx-postgres#0.1.0"
+        );
+        // The id format of cargo before 1.77 is no spec.
+        assert_eq!(package_id_spec("app 0.1.0 (path+file:///w/app)", "app", &version), "app@0.1.0");
     }
 
     #[test]

@@ -181,13 +181,14 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let build = BuildSpec {
         cargo,
         manifest: packages.handler_manifest.clone(),
-        package: packages.handler.clone(),
+        package: packages.handler_spec.clone(),
         library_name: packages.library_name.clone(),
         profile: config.file.build.profile.clone(),
         features: config.file.build.features.clone(),
         no_default_features: config.file.build.no_default_features,
         target_dir: target_dir.clone(),
         cargo_workspace_root: packages.cargo_workspace_root.clone(),
+        direct_rustc: config.file.build.direct_rustc,
     };
     let info = DaemonInfo {
         workspace_root: root.clone(),

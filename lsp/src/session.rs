@@ -649,6 +649,7 @@ impl Session {
                 outcome: last.outcome,
                 duration_ms: last.duration_ms,
                 diagnostics: last.diagnostics,
+                built_with: last.built_with,
             };
             self.publish_diagnostics(&finished).await;
         }
@@ -868,6 +869,7 @@ impl Session {
                         outcome: BuildOutcome::Succeeded,
                         duration_ms: 0.0,
                         diagnostics,
+                        built_with: None,
                     };
                     self.publish_diagnostics(&shown).await;
                 }

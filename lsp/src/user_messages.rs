@@ -430,6 +430,7 @@ mod tests {
                 error_at("/app/src/lib.rs", 9, 4, "mismatched types"),
                 error_at("/app/src/routes.rs", 1, 0, "cannot find value `x`"),
             ],
+            built_with: None,
         };
         assert_eq!(
             build_failed(&event, Some(3), Some(Path::new("/app"))).unwrap(),

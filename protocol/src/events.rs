@@ -107,6 +107,31 @@ pub struct BuildFinished {
     /// All diagnostics of the build, for every file; an editor replaces what it showed before.
     #[serde(default)]
     pub diagnostics: Vec<Diagnostic>,
+    /// What compiled it: cargo, or rustc run directly (the fast path for saves of the handler's
+    /// own sources). Absent from daemons before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_with: Option<BuiltWith>,
+}
+
+/// What ran a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BuiltWith {
+    /// `cargo build`: for the first build, and whenever anything but the handler's own sources
+    /// may have changed (a manifest, `Cargo.lock`, a build script, a path dependency...).
+    Cargo,
+    /// The rustc command line cargo last used for the handler crate, run again directly.
+    Rustc,
+}
+
+impl BuiltWith {
+    /// "cargo", "rustc directly".
+    pub fn describe(self) -> &'static str {
+        match self {
+            BuiltWith::Cargo => "cargo",
+            BuiltWith::Rustc => "rustc directly",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -347,6 +347,9 @@ pub struct LastBuild {
     /// can show what is wrong now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<Diagnostic>,
+    /// What compiled it (cargo, or rustc directly), as `buildFinished` said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_with: Option<crate::events::BuiltWith>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

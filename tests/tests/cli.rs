@@ -123,10 +123,11 @@ async fn a_broken_save_keeps_the_old_code_and_reports_the_error() {
     assert!(message.contains(&format!("src/lib.rs:{}", line + 1)), "{message}");
     assert!(message.contains("generation 1 keeps serving"), "{message}");
 
-    // Fixing it swaps.
+    // Fixing it swaps. (Put back exactly as it was, the source is the one generation 1 was built
+    // from: that is "unchanged", and generation 1 keeps serving.)
     app.edit_library(
         "let value: u64 = \"not a number\";",
-        "let value = self.counter.fetch_add(1, Ordering::SeqCst) + 1;",
+        "let value = self.counter.fetch_add(1, Ordering::SeqCst) + 1; // fixed",
     );
     let fixed = app.hotswap(&["reload"]);
     assert!(fixed.status.success(), "{}", stderr(&fixed));

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hotswap_protocol::events::{BuildOutcome, Event, Severity};
+use hotswap_protocol::events::{BuildOutcome, BuiltWith, Event, Severity};
 use hotswap_protocol::messages::{DidSave, DidSaveParams};
 use hotswap_tests::artifacts::shared_handler_target_dir;
 use hotswap_tests::binaries::{App, Daemon, wait_for_event};
@@ -113,7 +113,25 @@ async fn a_build_that_fails_to_link_keeps_the_old_code_and_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_killed_in_the_middle_of_a_build_is_a_failed_build_that_says_so() {
-    let app = App::scaffold("cargo-killed");
+    compiler_killed_in_the_middle_of_a_build("cargo-killed", "cargo").await;
+}
+
+/// The same for the fast path: rustc, run directly for a save of the handler's own sources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rustc_killed_in_the_middle_of_a_direct_build_is_a_failed_build_that_says_so() {
+    compiler_killed_in_the_middle_of_a_build("rustc-killed", "rustc").await;
+}
+
+/// Kills `compiler` (`cargo`, or `rustc` run directly by the daemon) while it builds a reload.
+async fn compiler_killed_in_the_middle_of_a_build(name: &str, compiler: &str) {
+    let app = App::scaffold(name);
+    if compiler == "cargo" {
+        // Every build through cargo: the fast path would run rustc itself.
+        let config = std::fs::read_to_string(app.path("hotswap.toml")).unwrap();
+        let config = config.replacen("[build]\n", "[build]\ndirect_rustc = false\n", 1);
+        assert!(config.contains("direct_rustc = false"), "{config}");
+        std::fs::write(app.path("hotswap.toml"), config).unwrap();
+    }
     let daemon = app.serve().await;
     daemon.wait_for_generation(1).await;
     let mut events = daemon.subscriber().await;
@@ -128,19 +146,19 @@ async fn cargo_killed_in_the_middle_of_a_build_is_a_failed_build_that_says_so() 
     wait_for_event(&mut events, BUILD_TIMEOUT, |event| matches!(event, Event::BuildStarted(_)))
         .await;
 
-    // SIGKILL the cargo the daemon started, as the OOM killer or a stray `pkill` would.
+    // SIGKILL the compiler the daemon started, as the OOM killer or a stray `pkill` would.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let cargo = loop {
+    let child = loop {
         if let Some((pid, _)) =
-            children_of(daemon.pid()).into_iter().find(|(_, command)| command == "cargo")
+            children_of(daemon.pid()).into_iter().find(|(_, command)| command == compiler)
         {
             break pid;
         }
-        assert!(Instant::now() < deadline, "the daemon started no cargo");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(Instant::now() < deadline, "the daemon started no {compiler}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     };
-    // SAFETY: kill has no memory-safety preconditions; the pid is the daemon's cargo child.
-    assert_eq!(unsafe { libc::kill(cargo as libc::pid_t, libc::SIGKILL) }, 0);
+    // SAFETY: kill has no memory-safety preconditions; the pid is the daemon's compiler child.
+    assert_eq!(unsafe { libc::kill(child as libc::pid_t, libc::SIGKILL) }, 0);
 
     let finished = wait_for_event(&mut events, BUILD_TIMEOUT, |event| {
         matches!(event, Event::BuildFinished(_))
@@ -150,14 +168,16 @@ async fn cargo_killed_in_the_middle_of_a_build_is_a_failed_build_that_says_so() 
     assert_eq!(
         finished.outcome,
         BuildOutcome::Failed,
-        "a killed cargo is a failed build: {finished:?}"
+        "a killed {compiler} is a failed build: {finished:?}"
     );
+    let built_with = if compiler == "rustc" { BuiltWith::Rustc } else { BuiltWith::Cargo };
+    assert_eq!(finished.built_with, Some(built_with));
     let reloaded = reload.join().unwrap();
     assert!(!reloaded.status.success());
     let message = stderr(&reloaded);
     assert!(
         message.contains("signal 9") || message.contains("SIGKILL"),
-        "the outcome says cargo was killed: {message}"
+        "the outcome says {compiler} was killed: {message}"
     );
     assert!(message.contains("generation 1 keeps serving"), "{message}");
     assert_eq!(daemon.status().await.current_generation, Some(1));

@@ -91,6 +91,8 @@ export type SwapStage = Decoded<typeof swapStage>;
 
 const buildOutcome = oneOf(["succeeded", "unchanged", "failed", "cancelled"]);
 export type BuildOutcome = Decoded<typeof buildOutcome>;
+/** What compiled a build: cargo, or the rustc cargo last ran for the handler, run directly. */
+const builtWith = oneOf(["cargo", "rustc"]);
 
 // ---- Requests --------------------------------------------------------------------------------
 
@@ -205,6 +207,7 @@ const statusResult = object({
       errors: required(unsigned),
       warnings: required(unsigned),
       finishedAgoMs: required(unsigned),
+      builtWith: optional(builtWith),
     }),
   ),
   lastSwap: optional(
@@ -293,6 +296,7 @@ const events = {
     outcome: required(buildOutcome),
     durationMs: required(number),
     diagnostics: defaulted(array(diagnostic), () => []),
+    builtWith: optional(builtWith),
   }),
   swapFinished: object({
     generation: required(unsigned),

@@ -226,10 +226,11 @@ export class AppSession implements vscode.Disposable {
         log.info(`${prefix} build ${event.params.build}: ${event.params.message}`);
         return;
       case "buildFinished": {
-        const { build, outcome, durationMs, diagnostics } = event.params;
+        const { build, outcome, durationMs, diagnostics, builtWith } = event.params;
         const errors = diagnostics.filter((diagnostic) => diagnostic.severity === "error").length;
         const warnings = diagnostics.filter((diagnostic) => diagnostic.severity === "warning").length;
-        const line = `${prefix} build ${build} ${outcome} in ${formatDuration(durationMs)} (${errors} errors, ${warnings} warnings)`;
+        const tool = builtWith === "rustc" ? " by rustc directly" : builtWith === "cargo" ? " by cargo" : "";
+        const line = `${prefix} build ${build} ${outcome} in ${formatDuration(durationMs)}${tool} (${errors} errors, ${warnings} warnings)`;
         if (outcome === "failed") log.error(line);
         else log.info(line);
         for (const diagnostic of diagnostics) {

@@ -30,7 +30,13 @@ fn build_started(build: u64, paths: Vec<PathBuf>) -> Event {
 }
 
 fn build_finished(build: u64, outcome: BuildOutcome, diagnostics: Vec<Diagnostic>) -> Event {
-    Event::BuildFinished(BuildFinished { build, outcome, duration_ms: 310.0, diagnostics })
+    Event::BuildFinished(BuildFinished {
+        build,
+        outcome,
+        duration_ms: 310.0,
+        diagnostics,
+        built_with: None,
+    })
 }
 
 fn swap_finished(generation: u64) -> Event {
@@ -529,6 +535,7 @@ impl Behavior for FailedBeforeConnecting {
                 warnings: 0,
                 finished_ago_ms: 10,
                 diagnostics: vec![mismatched_types(self.file.clone())],
+                built_with: None,
             });
             answer = Ok(serde_json::to_value(status).unwrap());
         }

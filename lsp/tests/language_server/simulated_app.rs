@@ -122,6 +122,7 @@ impl SimulatedApp {
                 outcome: BuildOutcome::Failed,
                 duration_ms: 310.0,
                 diagnostics: vec![diagnostic.clone()],
+                built_with: None,
             }));
             return (
                 events,
@@ -137,6 +138,7 @@ impl SimulatedApp {
             outcome: BuildOutcome::Succeeded,
             duration_ms: 320.0,
             diagnostics: vec![],
+            built_with: None,
         }));
         let greeting = source
             .split('"')
