@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use hotswap_protocol::events::{Event, RetireOutcome, SwapStage};
-use hotswap_tests::artifacts::{example_library, fixture_crate_library, fixture_library};
+use hotswap_tests::artifacts::{
+    example_library, fixture_crate_library, fixture_crate_library_with, fixture_library,
+};
 use hotswap_tests::http::{HttpConnection, get, request};
 use hotswap_tests::in_process::InProcessEngine as Running;
 
@@ -343,5 +345,33 @@ async fn an_async_set_up_runs_while_the_old_generation_answers_and_a_failing_one
         failure.message
     );
     assert_eq!(get(running.address, "/").await.unwrap().generation(), Some(report.generation));
+    std::sync::Arc::try_unwrap(running).expect("no other owner").stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_without_state_keeps_answering_writes_while_the_next_generation_sets_up() {
+    // Its data lives elsewhere (a database): no write can be lost to the export, so none waits.
+    let running = std::sync::Arc::new(Running::start(|_| {}).await);
+    running.swap(&fixture_crate_library("streams")).await;
+    let slow = fixture_crate_library_with("streams", &["slow-create"]);
+    let swap = tokio::spawn({
+        let running = running.clone();
+        async move { running.try_swap(&slow).await }
+    });
+    let mut answered = 0;
+    while !swap.is_finished() {
+        let response = request(running.address, "POST", "/small-upload", "a write").await.unwrap();
+        if swap.is_finished() {
+            break;
+        }
+        assert_eq!((response.status, response.body.as_str()), (200, "7 bytes\n"), "{response:?}");
+        assert_eq!(response.generation(), Some(1), "the old generation answers the write");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = swap.await.unwrap().expect("the slow set-up swaps");
+    assert!(answered >= 20, "writes answered during the set-up: {answered}");
+    let response = request(running.address, "POST", "/small-upload", "a write").await.unwrap();
+    assert_eq!(response.generation(), Some(report.generation));
     std::sync::Arc::try_unwrap(running).expect("no other owner").stop().await;
 }

@@ -210,6 +210,10 @@ pub(crate) trait DynHandler: Send + Sync + 'static {
 
     /// The app's state as a JSON envelope, or `None` when it keeps none.
     fn export_state_envelope(&self) -> Result<Option<Vec<u8>>, String>;
+
+    /// Whether the app's state can hold data: a zero-sized `State` (`()`, a unit struct) cannot,
+    /// so nothing its requests write can be lost to an export.
+    fn keeps_state(&self) -> bool;
 }
 
 impl<A: Handler> DynHandler for A {
@@ -222,6 +226,10 @@ impl<A: Handler> DynHandler for A {
 
     fn export_state_envelope(&self) -> Result<Option<Vec<u8>>, String> {
         super::state::export(self)
+    }
+
+    fn keeps_state(&self) -> bool {
+        std::mem::size_of::<A::State>() != 0
     }
 }
 
@@ -331,8 +339,13 @@ impl Instance {
     }
 
     /// Holds (or releases) the requests that can write; with `on`, waits until none runs or
-    /// `timeout` passes, and returns how many still run.
+    /// `timeout` passes, and returns how many still run. An app without state is never held.
     pub(crate) fn hold(&self, on: bool, timeout: Duration) -> usize {
+        // An app whose state holds nothing (its data lives in a database, say) loses no write
+        // to the export: its writes go on while the next generation sets up.
+        if on && self.app.get().is_some_and(|app| !app.keeps_state()) {
+            return 0;
+        }
         let writes = &self.shared.writes;
         writes.held.store(on, Ordering::SeqCst);
         if !on {
