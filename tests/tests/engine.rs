@@ -285,6 +285,31 @@ async fn handler_tracing_follows_the_users_filter_with_spans_and_fields() {
         "each line with its span and fields"
     );
     assert!(lines.iter().all(|line| line.generation == Some(generation)));
+
+    // `println!` and `eprintln!` reach the events too, tagged with the generation.
+    assert_eq!(get(running.address, "/print").await.unwrap().body, "printed\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut printed = Vec::new();
+    while printed.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "printed lines: {printed:?}");
+        printed.extend(running.drain_events().into_iter().filter_map(|event| match event {
+            Event::Log(line) if line.message.starts_with("printed to") => {
+                Some((line.target, line.message, line.generation))
+            }
+            _ => None,
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    printed.sort();
+    let tagged =
+        |target: &str, message: &str| (target.to_owned(), message.to_owned(), Some(generation));
+    assert_eq!(
+        printed,
+        [
+            tagged("stderr", "printed to stderr by first build"),
+            tagged("stdout", "printed to stdout by first build"),
+        ]
+    );
     running.stop().await;
 
     // `warn`: neither line; the default: info only.
