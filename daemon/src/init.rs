@@ -197,7 +197,7 @@ fn next_steps(directory: &Path, crate_name: &str, uses_axum: bool) -> String {
         );
     }
     format!(
-        "Now move the code that builds your Router into src/lib.rs (3 changed lines, plus the move):
+        "Now move the code that builds your Router into src/lib.rs (beside the move, a few changed lines: 9 in docs/axum.md's example, the AppState derives included):
 
   before, src/main.rs:
     #[tokio::main]
