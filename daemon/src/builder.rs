@@ -15,6 +15,7 @@ pub mod rustc_wrapper;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use cargo_metadata::{Message, TargetKind};
@@ -133,13 +134,49 @@ pub async fn run_build(
     run_cargo(spec, None, progress, cancel, Instant::now()).await
 }
 
-/// Runs cargo; with `capture`, records the handler's rustc for the fast path.
+/// Set once cargo's cache of what rustc said (`.rustc_info.json` in the build directory) is seen
+/// to hold a failed query: cargo then asks rustc afresh at every build of this daemon.
+static RUSTC_INFO_CACHE_BROKEN: AtomicBool = AtomicBool::new(false);
+
+/// What cargo says when rustc did not answer its question about the target: rustc failed then, or
+/// cargo cached such a failure (a cargo run from a directory deleted under it leaves one, and
+/// every later cargo with the same rustc and wrapper reads it back).
+const RUSTC_INFO_FAILED: &str = "failed to run `rustc` to learn about target-specific information";
+
+/// Runs cargo; with `capture`, records the handler's rustc for the fast path. A failure that may
+/// come from cargo's cache of rustc's answers is tried again once without that cache.
 async fn run_cargo(
     spec: &BuildSpec,
     capture: Option<&CaptureSetup>,
     mut progress: impl FnMut(ProgressLine),
     mut cancel: oneshot::Receiver<()>,
     started: Instant,
+) -> BuildOutput {
+    let without_cache = RUSTC_INFO_CACHE_BROKEN.load(Ordering::Relaxed);
+    let output =
+        run_cargo_once(spec, capture, &mut progress, &mut cancel, started, without_cache).await;
+    if without_cache
+        || !matches!(output.result, BuildResult::Failed)
+        || !output.rendered.contains(RUSTC_INFO_FAILED)
+    {
+        return output;
+    }
+    tracing::warn!(
+        "cargo could not learn about rustc's target, perhaps from its cache ({}): asking rustc \
+         afresh from now on (CARGO_CACHE_RUSTC_INFO=0)",
+        spec.target_dir.join(".rustc_info.json").display()
+    );
+    RUSTC_INFO_CACHE_BROKEN.store(true, Ordering::Relaxed);
+    run_cargo_once(spec, capture, &mut progress, &mut cancel, started, true).await
+}
+
+async fn run_cargo_once(
+    spec: &BuildSpec,
+    capture: Option<&CaptureSetup>,
+    progress: &mut impl FnMut(ProgressLine),
+    cancel: &mut oneshot::Receiver<()>,
+    started: Instant,
+    without_rustc_info_cache: bool,
 ) -> BuildOutput {
     let failed = |rendered: String| BuildOutput {
         result: BuildResult::Failed,
@@ -171,6 +208,14 @@ async fn run_cargo(
     });
     let cargo_started = SystemTime::now();
     let mut facts = CargoFacts::default();
+    // Cargo reads its configuration (`.cargo/config.toml`) from the directory it runs in: the
+    // app's, as for `cargo build` there, wherever `hotswap serve` was started.
+    if let Some(directory) = spec.manifest.parent() {
+        command.current_dir(directory);
+    }
+    if without_rustc_info_cache {
+        command.env("CARGO_CACHE_RUSTC_INFO", "0");
+    }
     command
         .env("CARGO_TERM_PROGRESS_WHEN", "never")
         .stdin(Stdio::null())
@@ -198,7 +243,7 @@ async fn run_cargo(
     let mut success = None;
     while stdout_open || stderr_open {
         tokio::select! {
-            _ = &mut cancel => {
+            _ = &mut *cancel => {
                 if let Some(group) = process_group {
                     // SAFETY: killpg only sends a signal to the build's own process group.
                     unsafe { libc::killpg(group as libc::pid_t, libc::SIGKILL) };

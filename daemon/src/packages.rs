@@ -62,6 +62,9 @@ impl PackageSet {
         let metadata = MetadataCommand::new()
             .cargo_path(cargo)
             .manifest_path(&manifest)
+            // Cargo reads its configuration from the directory it runs in: the app's, as for
+            // `cargo build` there, wherever `hotswap serve` was started.
+            .current_dir(root)
             .exec()
             .map_err(|error| match &error {
                 cargo_metadata::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {

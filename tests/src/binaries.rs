@@ -214,6 +214,13 @@ pub struct Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Its builds and hosts run in process groups of their own, which a kill of the
+            // daemon leaves running: a cargo left behind would go on in a directory the test
+            // is about to delete.
+            for (pid, _) in crate::in_process::children_of(child.id()) {
+                // SAFETY: killpg only sends a signal to that child's own process group.
+                unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -475,3 +475,30 @@ async fn an_existing_axum_binary_adopts_hotswap_with_init_and_keeps_running_with
     assert_eq!(answer.body, "visit number 1\n");
     assert!(answer.generation().is_none(), "no hotswap in the plain binary");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rustc_query_in_cargos_cache_is_asked_again_and_the_app_serves() {
+    // Cargo keeps what rustc answered in the build directory, failures too (a cargo whose
+    // directory was deleted under it leaves one), and reads it back at every later build. Here a
+    // cargo gives that answer until it is run without its cache, as real cargo would.
+    let app = App::scaffold("stale-rustc-info");
+    let real_cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let script = app.runtime_dir.join("cargo-with-a-stale-cache");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = build ] && [ \"$CARGO_CACHE_RUSTC_INFO\" != 0 ]; then\n  echo 'error: failed to run `rustc` to learn about target-specific information' >&2\n  echo 'Caused by:' >&2\n  echo '  error: Current directory is invalid: No such file or directory (os error 2)' >&2\n  exit 101\nfi\nexec {real_cargo:?} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let daemon = app.serve_from(&app.directory, &[], &[("CARGO", script.to_str().unwrap())]).await;
+    daemon.wait_for_generation(1).await;
+    let log = daemon.log();
+    assert!(
+        log.contains("asking rustc afresh from now on (CARGO_CACHE_RUSTC_INFO=0)"),
+        "the log says what happened: {log}"
+    );
+    let response = get(daemon.address(), "/").await.unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+}
