@@ -50,6 +50,12 @@ pub(crate) struct MemoryAnswer {
 
 /// Runs the worker until `quit` or the end of stdin.
 pub(crate) async fn run_worker(generations_dir: PathBuf) -> anyhow::Result<()> {
+    // The engine's warnings and errors (a crash, a refused restart) reach the benchmark's stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_ansi(false)
+        .try_init();
     // The daemon's defaults (see `hotswap serve`), with the examples' smoke request.
     let mut config = EngineConfig::new(generations_dir.clone())?;
     config.smoke_path = Some("/health".to_owned());

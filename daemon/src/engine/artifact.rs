@@ -55,6 +55,20 @@ pub struct GenerationFiles {
     directory: PathBuf,
 }
 
+/// `name` without the `<pid>-g<number>-` prefixes that [`GenerationFiles::place`] puts in front.
+fn without_generation_prefixes(mut name: &str) -> &str {
+    loop {
+        let Some((pid, rest)) = name.split_once("-g") else { return name };
+        let Some((number, rest)) = rest.split_once('-') else { return name };
+        let digits =
+            |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+        if !digits(pid) || !digits(number) || rest.is_empty() {
+            return name;
+        }
+        name = rest;
+    }
+}
+
 impl GenerationFiles {
     /// Uses `directory`, creating it, and deletes files left there by daemons that no longer
     /// run (a daemon killed with SIGKILL cannot clean up after itself).
@@ -73,7 +87,12 @@ impl GenerationFiles {
     /// Makes the file generation `number` loads, from `artifact`.
     pub fn place(&self, artifact: &Path, number: u64) -> io::Result<(PathBuf, Placement)> {
         let file_name = artifact.file_name().map(|name| name.to_string_lossy().into_owned());
-        let file_name = file_name.unwrap_or_else(|| "handler.so".to_owned());
+        let mut file_name = file_name.unwrap_or_else(|| "handler.so".to_owned());
+        // A restart or a rollback places one of this directory's own files again: its name
+        // keeps the artifact's, not a prefix more per generation (which would soon be too long).
+        if artifact.parent() == Some(self.directory.as_path()) {
+            file_name = without_generation_prefixes(&file_name).to_owned();
+        }
         let target = self.directory.join(format!("{}-g{number}-{file_name}", std::process::id()));
         let _ = std::fs::remove_file(&target);
         let metadata = std::fs::metadata(artifact).map_err(|error| {
@@ -157,6 +176,31 @@ mod tests {
         let (_, placement) = files.place(&artifact, 3).unwrap();
         assert_eq!(placement, Placement::HardLink);
         assert_eq!(std::fs::read(&first).unwrap(), b"first build");
+    }
+
+    #[test]
+    fn a_generation_file_placed_again_keeps_the_artifacts_name() {
+        let temp = tempfile::tempdir().unwrap();
+        let artifact = temp.path().join("libtodo-g2-x.so");
+        std::fs::write(&artifact, b"build").unwrap();
+        let files = GenerationFiles::new(temp.path().join("generations")).unwrap();
+        let (first, _) = files.place(&artifact, 1).unwrap();
+        let mut placed = first.clone();
+        // Restarts after crashes, one after the other, each from the file of the one before.
+        for number in 2..200 {
+            let next = files.place(&placed, number).unwrap().0;
+            if placed != first {
+                files.remove(&placed);
+            }
+            placed = next;
+        }
+        assert_eq!(
+            placed.file_name().unwrap().to_string_lossy(),
+            format!("{}-g199-libtodo-g2-x.so", std::process::id())
+        );
+        assert_eq!(std::fs::read(&placed).unwrap(), b"build");
+        // Its inode leaves the set of linked ones, which other tests' new files may reuse.
+        files.remove(&first);
     }
 
     #[test]
