@@ -136,7 +136,10 @@ async fn run(
         app.restore()?;
         app.write_hotswap_toml(0)?;
     }
-    result?;
+    // A case that fails still leaves the report of those that finished (a full run is long).
+    if let Err(error) = &result {
+        progress(format_args!("the run stopped early: {error:#}"));
+    }
 
     let (busy, stolen) = CpuTimes::read().shares_since(&cpu_at_start);
     let loads = load_sampler.samples();
@@ -169,6 +172,12 @@ async fn run(
         busy * 100.0,
         stolen * 100.0
     ));
+    if let Err(error) = &result {
+        text.push_str(&format!(
+            "**This run stopped early**: {error:#}. The sections below are those of the cases that \
+             finished.\n\n"
+        ));
+    }
     text.push_str("### Goals\n\n");
     text.push_str(&report::goals_table(&context.goals).to_markdown());
     text.push('\n');
@@ -180,7 +189,7 @@ async fn run(
     std::fs::write(&output, &text).with_context(|| format!("cannot write {}", output.display()))?;
     println!("{text}");
     progress(format_args!("report written to {}", output.display()));
-    Ok(())
+    result
 }
 
 async fn run_solo_case(context: &mut BenchContext, case: &str) -> anyhow::Result<()> {
