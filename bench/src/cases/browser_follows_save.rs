@@ -95,7 +95,7 @@ async fn measure(
                 // By hand: `hotswap reload` answers once the new code serves; then the page is
                 // reloaded (as the user would press F5 at that very moment).
                 daemon.reload().await?;
-                browser.evaluate("page", "location.reload()").await.map_err(anyhow::Error::msg)?;
+                reload_page(&mut browser).await?;
                 let shown_at = wait(&mut browser, &headline_shows).await?;
                 samples.handler_manual.push(shown_at - saved_at);
                 let build =
@@ -119,7 +119,7 @@ async fn measure(
             daemon.did_save_asset(&stylesheet).await?;
             if !in_place {
                 // Without the swap in place: the save, then a reload of the page.
-                browser.evaluate("page", "location.reload()").await.map_err(anyhow::Error::msg)?;
+                reload_page(&mut browser).await?;
             }
             let restyled_at = wait(&mut browser, &restyled).await?;
             let samples = if in_place {
@@ -140,6 +140,17 @@ async fn measure(
 }
 
 /// Polls `expression` in the page until it is truthy; its value is a time in ms since the epoch.
+/// Reloads the page as the user would. The page's own live reload may navigate at the same
+/// moment, which ends the evaluation with "Execution context was destroyed": a reload happened,
+/// as asked.
+async fn reload_page(browser: &mut Browser) -> anyhow::Result<()> {
+    match browser.evaluate("page", "location.reload()").await {
+        Ok(_) => Ok(()),
+        Err(error) if error.contains("Execution context was destroyed") => Ok(()),
+        Err(error) => Err(anyhow::Error::msg(error)),
+    }
+}
+
 async fn wait(browser: &mut Browser, expression: &str) -> anyhow::Result<f64> {
     let value =
         browser.wait_for("page", expression, STEP_TIMEOUT).await.map_err(anyhow::Error::msg)?;
