@@ -489,7 +489,7 @@ fn print_status(status: &StatusResult) {
     }
     if let Some(snapshot) = &status.snapshot {
         println!(
-            "state       {} byte{} kept from generation {}, {} old (restored after a crash)",
+            "state       {} byte{} kept from generation {}, {} old (what a crash would restart with)",
             snapshot.bytes,
             plural(snapshot.bytes as usize),
             snapshot.generation,
