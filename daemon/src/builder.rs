@@ -134,6 +134,16 @@ pub async fn run_build(
     run_cargo(spec, None, progress, cancel, Instant::now()).await
 }
 
+/// Ends a cancelled build: SIGKILL to its own process group (cargo or rustc, and every process
+/// it started), then waits for it.
+pub(crate) async fn end_build(child: &mut tokio::process::Child, process_group: Option<u32>) {
+    if let Some(group) = process_group {
+        // SAFETY: killpg only sends a signal to the build's own process group.
+        unsafe { libc::killpg(group as libc::pid_t, libc::SIGKILL) };
+    }
+    let _ = child.wait().await;
+}
+
 /// Set once cargo's cache of what rustc said (`.rustc_info.json` in the build directory) is seen
 /// to hold a failed query: cargo then asks rustc afresh at every build of this daemon.
 static RUSTC_INFO_CACHE_BROKEN: AtomicBool = AtomicBool::new(false);
@@ -244,11 +254,7 @@ async fn run_cargo_once(
     while stdout_open || stderr_open {
         tokio::select! {
             _ = &mut *cancel => {
-                if let Some(group) = process_group {
-                    // SAFETY: killpg only sends a signal to the build's own process group.
-                    unsafe { libc::killpg(group as libc::pid_t, libc::SIGKILL) };
-                }
-                let _ = child.wait().await;
+                end_build(&mut child, process_group).await;
                 return BuildOutput {
                     result: BuildResult::Cancelled,
                     diagnostics: Vec::new(),

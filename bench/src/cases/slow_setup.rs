@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::swap_cost::stage;
+use super::swap_cost::{stage, worker_serving};
 use super::{BenchContext, progress};
-use crate::engine_worker::EngineWorker;
 use crate::report::{Goal, Section, Table, milliseconds, ratio};
 use crate::statistics::percentile;
 
@@ -21,13 +20,7 @@ pub(crate) async fn run(context: &mut BenchContext) -> anyhow::Result<()> {
         ]
     })
     .await?;
-    let generations = context.bench_dir.join("generations-slow-setup");
-    let staging = context.bench_dir.join("staging-slow-setup");
-    std::fs::create_dir_all(&staging)?;
-    let mut worker = EngineWorker::start(&generations).await?;
-    let first = stage(&libraries[0], &staging, 0)?;
-    worker.swap(&first).await?;
-    let _ = std::fs::remove_file(&first);
+    let (mut worker, staging) = worker_serving(context, "slow-setup", &libraries[0]).await?;
     let address = worker.address;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -217,6 +217,23 @@ pub(crate) async fn run(context: &mut BenchContext) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An engine worker with directories of its own under the bench directory (named after `case`),
+/// serving a staged copy of `library`; returns it with its staging directory.
+pub(crate) async fn worker_serving(
+    context: &BenchContext,
+    case: &str,
+    library: &Path,
+) -> anyhow::Result<(EngineWorker, PathBuf)> {
+    let generations = context.bench_dir.join(format!("generations-{case}"));
+    let staging = context.bench_dir.join(format!("staging-{case}"));
+    std::fs::create_dir_all(&staging)?;
+    let mut worker = EngineWorker::start(&generations).await?;
+    let first = stage(library, &staging, 0)?;
+    worker.swap(&first).await?;
+    let _ = std::fs::remove_file(&first);
+    Ok((worker, staging))
+}
+
 /// A copy of `library` in a new file (a new inode), as a fresh build would write it.
 pub(crate) fn stage(library: &Path, staging: &Path, number: usize) -> anyhow::Result<PathBuf> {
     let file_name = library

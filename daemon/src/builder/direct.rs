@@ -771,11 +771,7 @@ pub(crate) async fn run(
     while stdout_open || stderr_open {
         tokio::select! {
             _ = &mut *cancel => {
-                if let Some(group) = process_group {
-                    // SAFETY: killpg only sends a signal to the build's own process group.
-                    unsafe { libc::killpg(group as libc::pid_t, libc::SIGKILL) };
-                }
-                let _ = child.wait().await;
+                super::end_build(&mut child, process_group).await;
                 return DirectOutcome::Done(cancelled());
             }
             line = stderr.next_line(), if stderr_open => match line {
