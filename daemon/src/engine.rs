@@ -691,10 +691,11 @@ impl Engine {
                     )),
                     Err(_) => {}
                 }
+                let export_started = Instant::now();
                 match self.export_with_progress(&previous, number).await {
                     Ok(state) => {
                         let state = state.map(Arc::new);
-                        self.keep_snapshot(state.clone(), previous.number);
+                        self.keep_snapshot(state.clone(), previous.number, export_started);
                         exported = Some(state.clone());
                         if matches!(state_choice, StateChoice::FreshOnPurpose) {
                             warnings.push(format!(
@@ -837,9 +838,11 @@ impl Engine {
         })
     }
 
-    fn keep_snapshot(&self, state: Option<Arc<StateSnapshot>>, generation: u64) {
+    /// Keeps `state` as the snapshot a crash restarts from. `taken` is when its export began:
+    /// every request answered before then is in it (one answered during the export may be).
+    fn keep_snapshot(&self, state: Option<Arc<StateSnapshot>>, generation: u64, taken: Instant) {
         *self.inner.snapshot.lock().expect("snapshot") =
-            Some(Snapshot { state, generation, taken: Instant::now(), from_disk: false });
+            Some(Snapshot { state, generation, taken, from_disk: false });
         self.persist_snapshot();
     }
 
@@ -1531,7 +1534,7 @@ impl Engine {
             let clock = Instant::now();
             match current.export_state(self.inner.config.export_timeout).await {
                 Ok(state) => {
-                    self.keep_snapshot(state.map(Arc::new), current.number);
+                    self.keep_snapshot(state.map(Arc::new), current.number, clock);
                     seen = Some((current.number, requests));
                 }
                 Err(message) => tracing::debug!("state snapshot skipped: {message}"),

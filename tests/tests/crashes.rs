@@ -299,11 +299,10 @@ async fn a_crash_with_no_build_to_fall_back_to_answers_503_with_the_reason_until
 async fn wait_for_snapshot_after(running: &InProcessEngine, written: Instant) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let taken_after = running
-            .engine
-            .status()
-            .snapshot
-            .is_some_and(|snapshot| Duration::from_millis(snapshot.age_ms) < written.elapsed());
+        let taken_after = running.engine.status().snapshot.is_some_and(|snapshot| {
+            // `age_ms` is rounded down: one more millisecond makes "taken after" certain.
+            Duration::from_millis(snapshot.age_ms + 1) <= written.elapsed()
+        });
         if taken_after {
             return;
         }
