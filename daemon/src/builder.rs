@@ -12,6 +12,7 @@
 mod cargo_inputs;
 pub(crate) mod direct;
 pub mod rustc_wrapper;
+pub(crate) mod shared_deps;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -43,6 +44,8 @@ pub struct BuildSpec {
     pub cargo_workspace_root: PathBuf,
     /// Run rustc directly for saves of the handler's own sources (`direct_rustc` in hotswap.toml).
     pub direct_rustc: bool,
+    /// Link those builds on the dependencies built once as a shared library (`shared_deps`).
+    pub shared_deps: bool,
 }
 
 /// How a build ended.

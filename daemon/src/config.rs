@@ -17,6 +17,7 @@
 //! target_dir = "target/hotswap"     # default: <cargo's target dir>/hotswap
 //! debounce_ms = 50                  # quiet time after a save before building
 //! direct_rustc = true               # saves of the handler's own sources: rustc without cargo
+//! shared_deps = true                # ...linking only the app's code (dependencies linked once)
 //!
 //! [swap]
 //! drain_timeout_ms = 5000           # then requests still running on the old code get 503
@@ -157,6 +158,10 @@ pub struct BuildSection {
     /// without cargo (see `builder::direct`).
     #[serde(default = "default_direct_rustc")]
     pub direct_rustc: bool,
+    /// Those saves link only the app's code: its dependencies are one shared library, built
+    /// once in the background (see `builder::shared_deps`).
+    #[serde(default = "default_shared_deps")]
+    pub shared_deps: bool,
 }
 
 impl Default for BuildSection {
@@ -168,6 +173,7 @@ impl Default for BuildSection {
             target_dir: None,
             debounce_ms: default_debounce_ms(),
             direct_rustc: default_direct_rustc(),
+            shared_deps: default_shared_deps(),
         }
     }
 }
@@ -221,6 +227,9 @@ fn default_debounce_ms() -> u64 {
     50
 }
 fn default_direct_rustc() -> bool {
+    true
+}
+fn default_shared_deps() -> bool {
     true
 }
 fn default_drain_timeout_ms() -> u64 {

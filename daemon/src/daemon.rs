@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::builder::direct::DirectRustc;
+use crate::builder::shared_deps::{self, SharedDeps, SharedLibrary};
 use crate::builder::{BuildOutput, BuildPlan, BuildResult, BuildSpec};
 use crate::engine::{Engine, RollbackError, SwapFailure, SwapReport};
 use crate::packages::PackageSet;
@@ -83,6 +84,10 @@ enum Message {
         cause: Instant,
         reply: Reply,
     },
+    /// The shared dependency library built in the background, or why not.
+    SharedDepsDone {
+        result: Result<SharedLibrary, String>,
+    },
 }
 
 /// Sends requests to the daemon task.
@@ -141,8 +146,10 @@ pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHand
     let (sender, receiver) = mpsc::channel(256);
     let handle = DaemonHandle { sender: sender.clone() };
     let direct = DirectRustc::new(parts.build.direct_rustc);
+    let shared = SharedDeps::new(parts.build.shared_deps && parts.build.direct_rustc);
     let mut daemon = Daemon {
         direct,
+        shared,
         parts,
         messages: sender.downgrade(),
         pending: None,
@@ -176,6 +183,8 @@ struct Daemon {
     parts: DaemonParts,
     /// What the fast path (rustc without cargo) knows: the rustc cargo last ran for the handler.
     direct: DirectRustc,
+    /// The dependencies linked once, for the fast path to link on.
+    shared: SharedDeps,
     /// For build and swap tasks to report back (weak: the daemon stops when clients are gone).
     messages: mpsc::WeakSender<Message>,
     pending: Option<PendingBuild>,
@@ -205,6 +214,10 @@ impl Daemon {
                 () = crate::serve::stopped(&mut shutdown) => break,
             }
         }
+        if let Some(building) = self.shared.building.take() {
+            building.abort();
+            let _ = building.await;
+        }
         if let Some(running) = self.running.take() {
             if let Some(cancel) = running.cancel {
                 let _ = cancel.send(());
@@ -219,16 +232,87 @@ impl Daemon {
         }
     }
 
+    /// Cargo compiled the handler: (re)builds the shared dependency library for it in the
+    /// background. Until it is ready, direct builds link the dependencies in, as cargo does.
+    fn build_shared_deps(&mut self, invocation: crate::builder::rustc_wrapper::Invocation) {
+        if self.shared.disabled.is_some() {
+            return;
+        }
+        // The dependencies may have changed with this build: none is used until checked.
+        self.shared.ready = None;
+        if let Some(running) = self.shared.building.take() {
+            running.abort();
+        }
+        let request = shared_deps::Request {
+            invocation,
+            spec: self.parts.build.clone(),
+            workspace_root: self.parts.packages.cargo_workspace_root.clone(),
+        };
+        let messages = self.messages.clone();
+        let first = self.shared.failed.is_none() && self.shared.built_once.is_none();
+        if first {
+            tracing::info!(
+                "building the handler's dependencies as one shared library, in the background (once; until it is ready, saves link them in as cargo does)"
+            );
+        }
+        self.shared.building = Some(tokio::spawn(async move {
+            let result = shared_deps::build(request, move |line| {
+                if first {
+                    tracing::info!("shared dependency library: {line}");
+                } else {
+                    tracing::debug!("shared dependency library: {line}");
+                }
+            })
+            .await;
+            if let Some(messages) = messages.upgrade() {
+                let _ = messages.send(Message::SharedDepsDone { result }).await;
+            }
+        }));
+    }
+
+    fn shared_deps_done(&mut self, result: Result<SharedLibrary, String>) {
+        self.shared.building = None;
+        match result {
+            Ok(library) => {
+                let same = self.shared.built_once.as_deref() == Some(library.manifest.as_str());
+                if !same {
+                    let size =
+                        std::fs::metadata(&library.dylib).map(|file| file.len()).unwrap_or(0);
+                    tracing::info!(
+                        "shared dependency library ready ({:.1} MiB, {:.1} s): saves of the handler's own sources now link only its code",
+                        size as f64 / (1024.0 * 1024.0),
+                        library.build_time.as_secs_f64()
+                    );
+                }
+                self.shared.built_once = Some(library.manifest.clone());
+                self.shared.failed = None;
+                self.shared.ready = Some(Arc::new(library));
+            }
+            Err(why) => {
+                if self.shared.failed.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(
+                        "no shared dependency library ({why}); saves link the dependencies in, as cargo does"
+                    );
+                }
+                self.shared.failed = Some(why);
+            }
+        }
+    }
+
     fn handle(&mut self, message: Message) {
         match message {
             Message::Request { request, reply } => self.request(request, reply),
             Message::BuildDone { build, mut output, packages } => {
+                if let Some(invocation) = output.learned.handler_compiled_by_cargo() {
+                    self.build_shared_deps(invocation);
+                }
                 self.direct.learn(std::mem::take(&mut output.learned));
                 if let Some(packages) = packages {
                     self.packages_refreshed(packages);
                 }
                 self.build_done(build, output);
             }
+            Message::SharedDepsDone { result } => self.shared_deps_done(result),
             Message::SwapDone { build, result, build_ms, cause } => {
                 self.swap_done(build, result, build_ms, cause)
             }
@@ -456,8 +540,13 @@ impl Daemon {
                 self.parts.packages.handler.clone(),
             )
         });
-        let plan =
-            self.direct.plan(pending.reason, &paths, &self.parts.packages, &self.parts.build);
+        let plan = self.direct.plan(
+            pending.reason,
+            &paths,
+            &self.parts.packages,
+            &self.parts.build,
+            self.shared.ready.clone(),
+        );
         tracing::info!(
             "build {id} of {} started ({}; {})",
             self.parts.info.package,
@@ -469,6 +558,8 @@ impl Daemon {
                 BuildReason::Save => format!("saved {}", describe_paths(&paths)),
             },
             match &plan {
+                BuildPlan::Rustc { .. } if self.shared.ready.is_some() =>
+                    "rustc directly, on the shared dependency library".to_owned(),
                 BuildPlan::Rustc { .. } => "rustc directly".to_owned(),
                 BuildPlan::Cargo { why, .. } => format!("cargo: {why}"),
             }

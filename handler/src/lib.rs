@@ -59,6 +59,14 @@ pub mod __private {
 #[macro_export]
 macro_rules! export_handler {
     ($app:ty) => {
+        // Built by `hotswap serve` on its shared library of the app's dependencies, the library
+        // links it (see `shared_deps` in hotswap.toml); never in any other build.
+        #[allow(unexpected_cfgs)]
+        const _: () = {
+            #[cfg(hotswap_shared_deps)]
+            extern crate hotswap_shared_deps as _;
+        };
+
         /// The hotswap entry point: returns this library's ABI header.
         #[unsafe(no_mangle)]
         pub extern "C" fn hotswap_handler_entry() -> *const $crate::abi::HandlerHeader {

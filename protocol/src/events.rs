@@ -122,6 +122,9 @@ pub enum BuiltWith {
     Cargo,
     /// The rustc command line cargo last used for the handler crate, run again directly.
     Rustc,
+    /// The same, linking only the app's code: its dependencies are in a shared library built
+    /// once (`shared_deps` in hotswap.toml).
+    RustcSharedDeps,
 }
 
 impl BuiltWith {
@@ -130,6 +133,7 @@ impl BuiltWith {
         match self {
             BuiltWith::Cargo => "cargo",
             BuiltWith::Rustc => "rustc directly",
+            BuiltWith::RustcSharedDeps => "rustc directly, on the shared dependency library",
         }
     }
 }

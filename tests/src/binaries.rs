@@ -187,6 +187,10 @@ impl App {
             .args(arguments)
             .current_dir(working_directory)
             .env("XDG_RUNTIME_DIR", &self.runtime_dir)
+            // Builds on the shared dependency library once it is ready, which takes a minute in
+            // the background: off, but where a test says otherwise, so that what builds a save
+            // does not depend on how fast that was.
+            .env("HOTSWAP_SHARED_DEPS", "0")
             .envs(environment.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

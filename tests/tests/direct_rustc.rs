@@ -396,3 +396,96 @@ async fn a_file_a_direct_build_includes_is_no_longer_an_asset() {
     session.save_and_swap(&["assets/greeting.txt"], BuiltWith::Rustc).await;
     assert_eq!(session.body("/").await, "from the file v2\n");
 }
+
+/// Waits until the daemon's log says its shared dependency library is ready.
+async fn wait_for_shared_library(daemon: &Daemon) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(900);
+    while !daemon.log().contains("shared dependency library ready") {
+        let log = daemon.log();
+        assert!(!log.contains("no shared dependency library"), "{log}");
+        assert!(std::time::Instant::now() < deadline, "no shared library in 15 min:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The shared libraries the current generation's process has mapped.
+async fn mapped_shared_libraries(daemon: &Daemon) -> Vec<String> {
+    let status = daemon.status().await;
+    let current = status.current_generation.unwrap();
+    let generation = status.generations.iter().find(|g| g.generation == current).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", generation.pid)).unwrap();
+    let mut libraries: Vec<String> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.contains(".so"))
+        .map(|path| path.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    libraries.sort();
+    libraries.dedup();
+    libraries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_dependencies_linked_once_a_save_links_only_the_app_s_code() {
+    let app = App::scaffold("shared-deps");
+    app.edit_library(
+        "_ => text(StatusCode::NOT_FOUND",
+        "(&Method::GET, \"/panic\") => panic!(\"a panic on the shared library\"),\n            \
+         _ => text(StatusCode::NOT_FOUND",
+    );
+    let daemon = app.serve_from(&app.directory, &[], &[("HOTSWAP_SHARED_DEPS", "1")]).await;
+    daemon.wait_for_generation(1).await;
+    let events = daemon.subscriber().await;
+    let mut session = Session { events, daemon, app, greeting: SCAFFOLD_GREETING.to_owned() };
+    let address = session.daemon.address();
+    let library = shared_handler_target_dir().join("debug/libshared_deps.so");
+    let linked_in = std::fs::metadata(&library).unwrap().len();
+    assert_eq!(request(address, "POST", "/counter", "").await.unwrap().body, "1\n");
+    wait_for_shared_library(&session.daemon).await;
+
+    // A save of the handler's own code: rustc on the shared library, and the new code serves
+    // with the counter kept.
+    session.set_greeting("\"hello from the shared library\\n\".to_owned()");
+    session.save_and_swap(&["src/lib.rs"], BuiltWith::RustcSharedDeps).await;
+    assert_eq!(session.body("/").await, "hello from the shared library\n");
+    assert_eq!(session.body("/counter").await, "1\n", "the counter survives the swap");
+    let on_shared = std::fs::metadata(&library).unwrap().len();
+    assert!(
+        on_shared * 3 < linked_in,
+        "the library carries only the app's code: {on_shared} bytes against {linked_in}"
+    );
+    let mapped = mapped_shared_libraries(&session.daemon).await;
+    assert!(mapped.iter().any(|name| name.starts_with("libhotswap_shared_deps_")), "{mapped:?}");
+    assert!(mapped.iter().any(|name| name.starts_with("libstd-")), "{mapped:?}");
+    let status = session.app.hotswap(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("by rustc directly, on the shared dependency library"), "{status}");
+
+    // A panic in handler code on the shared library: a 500, its message in the log, and the
+    // same process serves on.
+    let panicked = get(address, "/panic").await.unwrap();
+    assert_eq!(panicked.status, 500);
+    assert_eq!(request(address, "POST", "/counter", "").await.unwrap().body, "2\n");
+    let log = session.daemon.log();
+    assert!(log.contains("a panic on the shared library"), "{log}");
+
+    // A manifest save: cargo builds the library with its dependencies linked in, and the shared
+    // library is checked again; then the handler's saves link on it again.
+    session.save_and_swap(&["Cargo.toml"], BuiltWith::Cargo).await;
+    assert_eq!(session.body("/counter").await, "2\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    for round in 1.. {
+        session.set_greeting(&format!("\"again {round}\\n\".to_owned()"));
+        let finished = session.save(&["src/lib.rs"]).await;
+        assert_eq!(finished.outcome, BuildOutcome::Succeeded, "{:?}", finished.diagnostics);
+        if finished.built_with == Some(BuiltWith::RustcSharedDeps) {
+            break;
+        }
+        // Until it is checked again, saves link the dependencies in.
+        assert_eq!(finished.built_with, Some(BuiltWith::Rustc));
+        assert!(std::time::Instant::now() < deadline, "{}", session.daemon.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(session.body("/").await.starts_with("again "));
+    assert_eq!(session.body("/counter").await, "2\n");
+}

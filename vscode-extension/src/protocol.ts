@@ -91,8 +91,11 @@ export type SwapStage = Decoded<typeof swapStage>;
 
 const buildOutcome = oneOf(["succeeded", "unchanged", "failed", "cancelled"]);
 export type BuildOutcome = Decoded<typeof buildOutcome>;
-/** What compiled a build: cargo, or the rustc cargo last ran for the handler, run directly. */
-const builtWith = oneOf(["cargo", "rustc"]);
+/**
+ * What compiled a build: cargo, or the rustc cargo last ran for the handler, run directly
+ * (linking its dependencies in, or on the shared library of them the daemon built once).
+ */
+const builtWith = oneOf(["cargo", "rustc", "rustcSharedDeps"]);
 
 // ---- Requests --------------------------------------------------------------------------------
 

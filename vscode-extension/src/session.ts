@@ -229,7 +229,14 @@ export class AppSession implements vscode.Disposable {
         const { build, outcome, durationMs, diagnostics, builtWith } = event.params;
         const errors = diagnostics.filter((diagnostic) => diagnostic.severity === "error").length;
         const warnings = diagnostics.filter((diagnostic) => diagnostic.severity === "warning").length;
-        const tool = builtWith === "rustc" ? " by rustc directly" : builtWith === "cargo" ? " by cargo" : "";
+        const tool =
+          builtWith === "rustcSharedDeps"
+            ? " by rustc directly, on the shared dependency library"
+            : builtWith === "rustc"
+              ? " by rustc directly"
+              : builtWith === "cargo"
+                ? " by cargo"
+                : "";
         const line = `${prefix} build ${build} ${outcome} in ${formatDuration(durationMs)}${tool} (${errors} errors, ${warnings} warnings)`;
         if (outcome === "failed") log.error(line);
         else log.info(line);

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use super::cargo_inputs::{self, InputSnapshot};
 use super::rustc_wrapper::{self, Invocation};
+use super::shared_deps::SharedLibrary;
 use super::{BuildOutput, BuildResult, BuildSpec, ProgressLine};
 use crate::diagnostics;
 use crate::engine::artifact::Fingerprint;
@@ -258,6 +259,19 @@ pub(crate) enum Learned {
     Direct(Option<Arc<SourceContents>>),
 }
 
+impl Learned {
+    /// The handler's rustc, when this was a cargo build that compiled the handler and succeeded.
+    pub(crate) fn handler_compiled_by_cargo(&self) -> Option<Invocation> {
+        match self {
+            Learned::Cargo(cargo) if cargo.succeeded => match &cargo.captured {
+                Some(Ok(captured)) => Some(captured.invocation.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct CargoLearned {
     succeeded: bool,
@@ -470,6 +484,7 @@ impl DirectRustc {
         paths: &[PathBuf],
         packages: &PackageSet,
         spec: &BuildSpec,
+        shared: Option<Arc<SharedLibrary>>,
     ) -> super::BuildPlan {
         let capture = match &self.disabled {
             Some(why) => Err(why.clone()),
@@ -508,6 +523,7 @@ impl DirectRustc {
                 captured: captured.clone(),
                 sources: self.sources.clone(),
                 workspace_root: packages.cargo_workspace_root.clone(),
+                shared,
             },
             fallback: capture,
         }
@@ -667,6 +683,8 @@ pub(crate) struct DirectBuild {
     captured: Arc<Captured>,
     sources: Option<Arc<SourceContents>>,
     workspace_root: PathBuf,
+    /// The dependencies linked once, when ready: the handler links on them.
+    shared: Option<Arc<SharedLibrary>>,
 }
 
 /// How a direct build ended: done, or cargo must build after all (and why).
@@ -693,13 +711,30 @@ pub(crate) async fn run(
     started: Instant,
 ) -> DirectOutcome {
     let captured = &build.captured;
+    let invocation = &captured.invocation;
+    // On the shared dependency library when it is ready and has every crate the handler links.
+    let shared = build.shared.as_ref().and_then(|shared| {
+        match (shared.arguments(invocation), shared.dep_info(invocation)) {
+            (Ok(arguments), Some(dep_info)) => Some((arguments, dep_info)),
+            (Err(why), _) => {
+                tracing::info!("linking the dependencies into the library: {why}");
+                None
+            }
+            (Ok(_), None) => None,
+        }
+    });
+    let built_with = if shared.is_some() { BuiltWith::RustcSharedDeps } else { BuiltWith::Rustc };
+    let (arguments, dep_info) = match shared {
+        Some((arguments, dep_info)) => (arguments, dep_info),
+        None => (invocation.arguments.clone(), captured.dep_info.clone()),
+    };
     let output =
         |result: BuildResult, diagnostics: Vec<Diagnostic>, rendered: String| BuildOutput {
             result,
             diagnostics,
             rendered,
             duration: started.elapsed(),
-            built_with: BuiltWith::Rustc,
+            built_with,
             learned: Learned::Nothing,
         };
     let cancelled = || output(BuildResult::Cancelled, Vec::new(), String::new());
@@ -740,10 +775,9 @@ pub(crate) async fn run(
         message: format!("Compiling {}, rustc directly", captured.description),
         blocked: false,
     });
-    let invocation = &captured.invocation;
     let mut command = tokio::process::Command::new(&invocation.program);
     command
-        .args(&invocation.arguments)
+        .args(&arguments)
         .env_clear()
         .envs(invocation.environment.iter().map(|(name, value)| (name, value)))
         .current_dir(&invocation.working_directory)
@@ -863,10 +897,10 @@ pub(crate) async fn run(
         ));
     }
     let uplifted_dep_info = {
-        let captured = captured.clone();
+        let (captured, dep_info) = (captured.clone(), dep_info.clone());
         tokio::task::spawn_blocking(move || {
             update_uplifted_dep_info(
-                &captured.dep_info,
+                &dep_info,
                 &captured.invocation.working_directory,
                 &captured.artifact,
             )
@@ -884,7 +918,7 @@ pub(crate) async fn run(
         let captured = captured.clone();
         tokio::task::spawn_blocking(move || {
             SourceContents::read(
-                &captured.dep_info,
+                &dep_info,
                 &captured.invocation.working_directory,
                 &captured.artifact,
                 build_started,

@@ -1,0 +1,727 @@
+//! Dependencies linked once: the handler's dependencies (the SDK, tokio, hyper, axum, serde...)
+//! built into one Rust `dylib` that every generation loads, so that a direct build of the
+//! handler links only the app's own code.
+//!
+//! After a cargo build that compiled the handler, the daemon writes a package of its own under
+//! the target directory (`hotswap-shared-deps/<hash>/`): a `dylib` whose dependencies are the
+//! handler's, each at the version, source and features cargo resolved for it, and whose
+//! `lib.rs` names each of them (`pub extern crate tokio;`), so that all of them are in it. Cargo
+//! builds it in the background with `-C prefer-dynamic` (its own target directory, the
+//! workspace's profiles, `Cargo.lock` copied from the workspace: the same versions). A direct
+//! build of the handler then runs the rustc cargo used with three changes: its `--extern`s point
+//! at the rlibs inside that library, `--cfg hotswap_shared_deps` makes `export_handler!` name the
+//! library (`extern crate hotswap_shared_deps as _;`, so that rustc links it), and
+//! `-C prefer-dynamic` with an rpath to the library and to libstd's shared library.
+//!
+//! Before a library is used, the handler is compiled on it once in the background: a library a
+//! handler cannot build or link on is never used, and the build says why in the daemon's log.
+//! Each library is copied to a directory named after the file (`lib/<id>/`): a generation's
+//! process keeps the one it loaded while newer generations load a newer one.
+//!
+//! Not used (the handler's own dependencies are linked into its library, as cargo does): with
+//! `shared_deps = false` in hotswap.toml, for dependencies from a registry other than crates.io,
+//! when the workspace's manifest patches dependencies, and on platforms other than Linux.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cargo_metadata::{DependencyKind, Message, MetadataCommand, TargetKind};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::BuildSpec;
+use super::rustc_wrapper::Invocation;
+
+/// The name the handler's library knows the shared library by (`export_handler!` names it).
+pub(crate) const LIBRARY_NAME: &str = "hotswap_shared_deps";
+/// The cfg under which `export_handler!` names it.
+const CFG: &str = "hotswap_shared_deps";
+
+/// A built shared dependency library, and how the handler links on it.
+#[derive(Debug)]
+pub(crate) struct SharedLibrary {
+    /// The library, in a directory of its own (its rpath).
+    pub(crate) dylib: PathBuf,
+    /// The rlib of each dependency inside the library, by the name the handler uses for it.
+    externs: BTreeMap<String, PathBuf>,
+    /// Where the dependencies' rlibs are (`-L dependency=`).
+    dependency_dir: PathBuf,
+    /// libstd's shared library's directory (`rustc --print target-libdir`).
+    target_libdir: PathBuf,
+    /// Where rustc writes the handler's library built on it, and its incremental state.
+    out_dir: PathBuf,
+    incremental_dir: PathBuf,
+    /// What it was built for: its generated manifest.
+    pub(crate) manifest: String,
+    /// How long cargo took to build it.
+    pub(crate) build_time: Duration,
+}
+
+impl SharedLibrary {
+    /// The handler's rustc arguments (`invocation`, as cargo ran it), rewritten to link on this
+    /// library, or why they cannot be.
+    pub(crate) fn arguments(&self, invocation: &Invocation) -> Result<Vec<String>, String> {
+        let mut arguments = Vec::with_capacity(invocation.arguments.len() + 12);
+        let mut iterator = invocation.arguments.iter();
+        while let Some(argument) = iterator.next() {
+            // Cargo passes `--flag value`; accept `--flag=value` as well.
+            let (flag, value) = match argument.split_once('=') {
+                Some((flag @ ("--extern" | "--out-dir"), value)) => (flag, Some(value.to_owned())),
+                _ => (argument.as_str(), None),
+            };
+            let value = |iterator: &mut std::slice::Iter<'_, String>| match &value {
+                Some(value) => Some(value.clone()),
+                None => iterator.next().cloned(),
+            };
+            match flag {
+                "--extern" => {
+                    let entry = value(&mut iterator).ok_or("rustc's --extern has no value")?;
+                    arguments.push("--extern".to_owned());
+                    arguments.push(self.extern_entry(&entry)?);
+                }
+                "--out-dir" => {
+                    value(&mut iterator);
+                    arguments.push("--out-dir".to_owned());
+                    arguments.push(self.out_dir.to_string_lossy().into_owned());
+                }
+                "-L" => {
+                    let path = value(&mut iterator).ok_or("rustc's -L has no value")?;
+                    arguments.push("-L".to_owned());
+                    arguments.push(match path.strip_prefix("dependency=") {
+                        Some(_) => format!("dependency={}", self.dependency_dir.display()),
+                        None => path,
+                    });
+                }
+                "-C" => {
+                    let option = value(&mut iterator).ok_or("rustc's -C has no value")?;
+                    arguments.push("-C".to_owned());
+                    arguments.push(if option.starts_with("incremental=") {
+                        format!("incremental={}", self.incremental_dir.display())
+                    } else {
+                        option
+                    });
+                }
+                _ => arguments.push(argument.clone()),
+            }
+        }
+        let directory = self.dylib.parent().ok_or("the shared library has no directory")?;
+        arguments.extend([
+            "-C".to_owned(),
+            "prefer-dynamic".to_owned(),
+            "--extern".to_owned(),
+            format!("{LIBRARY_NAME}={}", self.dylib.display()),
+            "--cfg".to_owned(),
+            CFG.to_owned(),
+            format!("--check-cfg=cfg({CFG})"),
+            "-C".to_owned(),
+            format!("link-arg=-Wl,-rpath,{}:{}", directory.display(), self.target_libdir.display()),
+        ]);
+        Ok(arguments)
+    }
+
+    /// `name=path` pointed at the library's rlib of `name`. Proc macros (loaded by rustc, never
+    /// linked) and the sysroot's crates stay as cargo gave them.
+    fn extern_entry(&self, entry: &str) -> Result<String, String> {
+        let (name, path) = match entry.split_once('=') {
+            Some((name, path)) => (name, path),
+            None => return Ok(entry.to_owned()),
+        };
+        // `noprelude:name=...` and other modifiers: only plain names are rewritten.
+        let plain = name.rsplit(':').next().unwrap_or(name);
+        if !path.ends_with(".rlib") && !path.ends_with(".rmeta") {
+            return Ok(entry.to_owned());
+        }
+        match self.externs.get(plain) {
+            Some(rlib) => Ok(format!("{name}={}", rlib.display())),
+            None => Err(format!("the shared dependency library has no `{plain}`")),
+        }
+    }
+
+    /// Where rustc writes the handler's dep-info file when it builds on this library.
+    pub(crate) fn dep_info(&self, invocation: &Invocation) -> Option<PathBuf> {
+        let crate_name = invocation.argument("--crate-name")?;
+        let extra = invocation
+            .arguments_named("-C")
+            .find_map(|option| option.strip_prefix("extra-filename="))
+            .unwrap_or("");
+        Some(self.out_dir.join(format!("{crate_name}{extra}.d")))
+    }
+}
+
+/// What building a shared library needs: the handler's rustc as cargo last ran it, and the
+/// build's settings.
+pub(crate) struct Request {
+    pub(crate) invocation: Invocation,
+    pub(crate) spec: BuildSpec,
+    pub(crate) workspace_root: PathBuf,
+}
+
+/// The directory of everything this module writes: `<target>/hotswap-shared-deps`.
+fn root(spec: &BuildSpec) -> PathBuf {
+    spec.target_dir.join("hotswap-shared-deps")
+}
+
+/// Builds the shared library for the handler, then the handler on it once (so it is known to
+/// work, and the next build of the handler starts from incremental state). `progress` gets a
+/// line now and then.
+pub(crate) async fn build(
+    request: Request,
+    progress: impl Fn(String) + Send + 'static,
+) -> Result<SharedLibrary, String> {
+    if !cfg!(target_os = "linux") {
+        return Err("only built on Linux".to_owned());
+    }
+    let started = Instant::now();
+    let package = {
+        let spec = request.spec.clone();
+        let externs = extern_names(&request.invocation);
+        let workspace_root = request.workspace_root.clone();
+        tokio::task::spawn_blocking(move || generate_package(&spec, &workspace_root, &externs))
+            .await
+            .map_err(|error| error.to_string())??
+    };
+    let root = root(&request.spec);
+    let package_dir = root.join(package.name.trim_start_matches("hotswap-shared-deps-"));
+    write_package(&package_dir, &package, &request.workspace_root)
+        .map_err(|error| format!("cannot write {}: {error}", package_dir.display()))?;
+    let target_libdir = target_libdir(&request.invocation).await?;
+    let (dylib, by_package) =
+        run_cargo(&request, &package_dir, &root.join("target"), &target_libdir, &progress).await?;
+    let mut externs = BTreeMap::new();
+    for (name, id) in &package.ids {
+        let rlib = by_package
+            .get(id)
+            .ok_or_else(|| format!("cargo reported no library of `{name}` ({id})"))?;
+        externs.insert(name.clone(), rlib.clone());
+    }
+    let dylib = install(&dylib, &root.join("lib"))
+        .map_err(|error| format!("cannot copy the shared library: {error}"))?;
+    let dependency_dir =
+        dylib_dependency_dir(&externs).ok_or("cargo reported no dependency of the library")?;
+    let library = SharedLibrary {
+        dylib,
+        externs,
+        dependency_dir,
+        target_libdir,
+        out_dir: root.join("handler").join(&request.spec.library_name),
+        incremental_dir: root.join("handler").join(&request.spec.library_name).join("incremental"),
+        manifest: format!("{}{}", package.manifest, package.lib_rs),
+        build_time: started.elapsed(),
+    };
+    std::fs::create_dir_all(&library.out_dir)
+        .map_err(|error| format!("cannot create {}: {error}", library.out_dir.display()))?;
+    progress("compiling the handler on it once, to check that it links".to_owned());
+    check_handler_builds(&request.invocation, &library).await?;
+    Ok(library)
+}
+
+/// The names of the crates the handler's rustc links (`--extern name=...rlib`).
+fn extern_names(invocation: &Invocation) -> Vec<String> {
+    invocation
+        .arguments_named("--extern")
+        .filter_map(|entry| entry.split_once('='))
+        .filter(|(_, path)| path.ends_with(".rlib") || path.ends_with(".rmeta"))
+        .map(|(name, _)| name.rsplit(':').next().unwrap_or(name).to_owned())
+        .collect()
+}
+
+/// The shared library's package, generated for the handler.
+struct Generated {
+    /// `hotswap-shared-deps-<hash of the rest>`.
+    name: String,
+    manifest: String,
+    lib_rs: String,
+    /// Each dependency's package ID (cargo's JSON messages name packages so), by the name the
+    /// handler uses for it.
+    ids: BTreeMap<String, String>,
+}
+
+/// The shared library's package for the handler: every normal dependency the handler links
+/// (proc macros aside), at the version, from the source and with the features cargo resolved.
+fn generate_package(
+    spec: &BuildSpec,
+    workspace_root: &Path,
+    externs: &[String],
+) -> Result<Generated, String> {
+    let mut command = MetadataCommand::new();
+    command.cargo_path(&spec.cargo).manifest_path(&spec.manifest);
+    let mut options = Vec::new();
+    if !spec.features.is_empty() {
+        options.push("--features".to_owned());
+        options.push(spec.features.join(","));
+    }
+    if spec.no_default_features {
+        options.push("--no-default-features".to_owned());
+    }
+    command.other_options(options);
+    let metadata = command.exec().map_err(|error| format!("`cargo metadata` failed: {error}"))?;
+    let handler = metadata
+        .packages
+        .iter()
+        .find(|package| package.manifest_path.as_std_path() == spec.manifest)
+        .ok_or("the handler package is not in `cargo metadata`")?;
+    let resolve = metadata.resolve.as_ref().ok_or("`cargo metadata` resolved nothing")?;
+    let node = |id: &cargo_metadata::PackageId| resolve.nodes.iter().find(|node| node.id == *id);
+    let handler_node = node(&handler.id).ok_or("the handler is not in cargo's resolve")?;
+
+    let root_manifest: toml::Table = std::fs::read_to_string(workspace_root.join("Cargo.toml"))
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_default();
+    if root_manifest.contains_key("patch") || root_manifest.contains_key("replace") {
+        return Err("the workspace's manifest patches dependencies".to_owned());
+    }
+
+    let mut dependencies = toml::Table::new();
+    let mut ids = BTreeMap::new();
+    for dependency in &handler_node.deps {
+        let normal = dependency.dep_kinds.iter().any(|kind| kind.kind == DependencyKind::Normal);
+        if !normal || !externs.contains(&dependency.name) {
+            continue;
+        }
+        let package = metadata
+            .packages
+            .iter()
+            .find(|package| package.id == dependency.pkg)
+            .ok_or_else(|| format!("`{}` is not in `cargo metadata`", dependency.name))?;
+        if package.targets.iter().any(|target| target.is_kind(TargetKind::ProcMacro)) {
+            continue;
+        }
+        let mut entry = toml::Table::new();
+        entry.insert("package".into(), package.name.to_string().into());
+        match &package.source {
+            None => {
+                let directory =
+                    package.manifest_path.parent().ok_or("a manifest has no directory")?;
+                entry.insert("path".into(), directory.to_string().into());
+            }
+            Some(source)
+                if source.is_crates_io() || source.repr == "sparse+https://index.crates.io/" =>
+            {
+                entry.insert("version".into(), format!("={}", package.version).into());
+            }
+            Some(source) if source.repr.starts_with("git+") => {
+                let url = &source.repr["git+".len()..];
+                let (url, revision) = url.split_once('#').ok_or("a git source has no revision")?;
+                let url = url.split_once('?').map_or(url, |(url, _)| url);
+                entry.insert("git".into(), url.into());
+                entry.insert("rev".into(), revision.into());
+            }
+            Some(source) => return Err(format!("`{}` comes from {}", package.name, source.repr)),
+        }
+        let features = node(&package.id).map(|node| node.features.clone()).unwrap_or_default();
+        entry.insert("default-features".into(), false.into());
+        entry.insert(
+            "features".into(),
+            toml::Value::Array(features.iter().map(|feature| feature.to_string().into()).collect()),
+        );
+        ids.insert(dependency.name.clone(), package.id.repr.clone());
+        dependencies.insert(dependency.name.clone(), entry.into());
+    }
+    if dependencies.is_empty() {
+        return Err("the handler has no dependencies to share".to_owned());
+    }
+
+    let mut manifest = toml::Table::new();
+    let mut lib = toml::Table::new();
+    lib.insert("crate-type".into(), toml::Value::Array(vec!["dylib".into()]));
+    lib.insert("path".into(), "lib.rs".into());
+    manifest.insert("lib".into(), lib.into());
+    manifest.insert("dependencies".into(), dependencies.into());
+    if let Some(profile) = root_manifest.get("profile") {
+        manifest.insert("profile".into(), profile.clone());
+    }
+    manifest.insert("workspace".into(), toml::Table::new().into());
+    let body = toml::to_string(&manifest).map_err(|error| error.to_string())?;
+    let name =
+        format!("hotswap-shared-deps-{:016x}", stable_hash(&format!("{}{body}", spec.profile)));
+    let mut package = toml::Table::new();
+    package.insert("name".into(), name.clone().into());
+    package.insert("version".into(), "0.0.0".into());
+    package.insert("edition".into(), "2021".into());
+    package.insert("publish".into(), false.into());
+    manifest.insert("package".into(), package.into());
+    let manifest = format!(
+        "# Written by hotswap: the handler's dependencies, linked once for every generation.\n{}",
+        toml::to_string(&manifest).map_err(|error| error.to_string())?
+    );
+    let mut lib_rs = String::from(
+        "//! Written by hotswap: the handler's dependencies, linked once for every generation.\n\
+         #![allow(unused_extern_crates)]\n",
+    );
+    for name in ids.keys() {
+        lib_rs.push_str(&format!("pub extern crate {name};\n"));
+    }
+    Ok(Generated { name, manifest, lib_rs, ids })
+}
+
+/// FNV-1a: a name derived from the manifest that stays the same across runs and versions.
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Writes the package (its manifest, `lib.rs` and, the first time, the workspace's lock file).
+fn write_package(
+    directory: &Path,
+    package: &Generated,
+    workspace_root: &Path,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(directory)?;
+    write_if_changed(&directory.join("Cargo.toml"), &package.manifest)?;
+    write_if_changed(&directory.join("lib.rs"), &package.lib_rs)?;
+    let lock = directory.join("Cargo.lock");
+    if !lock.exists()
+        && let Ok(text) = std::fs::read(workspace_root.join("Cargo.lock"))
+    {
+        std::fs::write(lock, text)?;
+    }
+    Ok(())
+}
+
+fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|current| current == text) {
+        return Ok(());
+    }
+    std::fs::write(path, text)
+}
+
+async fn target_libdir(invocation: &Invocation) -> Result<PathBuf, String> {
+    let output = tokio::process::Command::new(&invocation.program)
+        .args(["--print", "target-libdir"])
+        .env_clear()
+        .envs(invocation.environment.iter().map(|(name, value)| (name, value)))
+        .output()
+        .await
+        .map_err(|error| format!("cannot run {}: {error}", invocation.program.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || text.is_empty() {
+        return Err(format!("`rustc --print target-libdir` failed ({})", output.status));
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// Runs cargo on the package; returns the library it built and each package's rlib by package
+/// ID.
+async fn run_cargo(
+    request: &Request,
+    package_dir: &Path,
+    target_dir: &Path,
+    target_libdir: &Path,
+    progress: &impl Fn(String),
+) -> Result<(PathBuf, BTreeMap<String, PathBuf>), String> {
+    let manifest = package_dir.join("Cargo.toml");
+    let mut command = tokio::process::Command::new(&request.spec.cargo);
+    command
+        .args(["build", "--lib", "--message-format=json", "--color=never", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--profile")
+        .arg(&request.spec.profile)
+        .arg("--target-dir")
+        .arg(target_dir);
+    // The user's flags, then ours: every dependency and libstd as shared libraries can link;
+    // the library finds libstd by its rpath.
+    let ours = [
+        "-C".to_owned(),
+        "prefer-dynamic".to_owned(),
+        "-C".to_owned(),
+        format!("link-arg=-Wl,-rpath,{}", target_libdir.display()),
+    ];
+    let flags: Vec<String> = match std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        Ok(encoded) if !encoded.is_empty() => {
+            encoded.split('\x1f').map(str::to_owned).chain(ours).collect()
+        }
+        _ => std::env::var("RUSTFLAGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .chain(ours)
+            .collect(),
+    };
+    command
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
+        .env("CARGO_TERM_PROGRESS_WHEN", "never")
+        .current_dir(package_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // In the background: the user's own builds come first.
+    // SAFETY: setpriority(2) is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("cannot run {}: {error}", request.spec.cargo.display()))?;
+    let process_group = child.id();
+    // A build stopped midway (a newer one, the daemon stopping) stops cargo's rustcs too.
+    let mut group = KillGroupOnDrop(process_group);
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let stderr = child.stderr.take().expect("piped");
+    let errors = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut kept = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if kept.len() < 40 && !line.trim_start().starts_with("Compiling") {
+                kept.push(line);
+            }
+        }
+        kept
+    });
+    let mut by_package: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut compiled = 0usize;
+    let mut last_progress = Instant::now();
+    let mut library = None;
+    let mut failures = Vec::new();
+    let result = async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            match serde_json::from_str::<Message>(&line) {
+                Ok(Message::CompilerArtifact(artifact)) => {
+                    compiled += 1;
+                    if last_progress.elapsed() > Duration::from_secs(10) {
+                        last_progress = Instant::now();
+                        progress(format!("{compiled} crates built ({})", artifact.target.name));
+                    }
+                    if artifact.manifest_path.as_std_path() == manifest {
+                        library = artifact
+                            .filenames
+                            .iter()
+                            .find(|file| file.as_str().ends_with(std::env::consts::DLL_SUFFIX))
+                            .map(|file| file.clone().into_std_path_buf());
+                    } else if let Some(rlib) =
+                        artifact.filenames.iter().find(|file| file.as_str().ends_with(".rlib"))
+                    {
+                        by_package.insert(
+                            artifact.package_id.repr.clone(),
+                            rlib.clone().into_std_path_buf(),
+                        );
+                    }
+                }
+                Ok(Message::CompilerMessage(message)) => {
+                    if message.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error {
+                        failures.push(message.message.rendered.unwrap_or(message.message.message));
+                    }
+                }
+                _ => {}
+            }
+        }
+        child.wait().await
+    }
+    .await;
+    let status = match result {
+        Ok(status) => status,
+        Err(error) => {
+            super::end_build(&mut child, process_group).await;
+            return Err(format!("cargo could not be waited for: {error}"));
+        }
+    };
+    group.0 = None;
+    let cargo_errors = errors.await.unwrap_or_default();
+    if !status.success() {
+        let what = failures.first().cloned().unwrap_or_else(|| cargo_errors.join("\n"));
+        return Err(format!("cargo failed to build it ({status}): {}", what.trim()));
+    }
+    let library = library.ok_or("cargo built no library")?;
+    Ok((library, by_package))
+}
+
+/// Kills a process group when dropped, unless its id was taken out.
+struct KillGroupOnDrop(Option<u32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            // SAFETY: killpg(2) of the group this build started.
+            unsafe { libc::killpg(group as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The directory of the dependencies' rlibs.
+fn dylib_dependency_dir(externs: &BTreeMap<String, PathBuf>) -> Option<PathBuf> {
+    externs.values().next()?.parent().map(Path::to_path_buf)
+}
+
+/// Copies the library to `lib/<id>/` (its identity: size and modification time), where it
+/// never changes: a generation's process keeps the one it loaded, whatever cargo builds next.
+fn install(library: &Path, directory: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(library)?;
+    let id = format!(
+        "{:x}-{:x}",
+        metadata.size(),
+        metadata.mtime_nsec() as u64 ^ (metadata.mtime() as u64) << 30
+    );
+    let file_name = library.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
+    let destination = directory.join(id).join(file_name);
+    if destination.is_file() {
+        return Ok(destination);
+    }
+    let parent = destination.parent().expect("joined");
+    std::fs::create_dir_all(parent)?;
+    let partial = destination.with_extension("partial");
+    std::fs::copy(library, &partial)?;
+    std::fs::rename(&partial, &destination)?;
+    Ok(destination)
+}
+
+/// Compiles the handler on the library (the rustc cargo ran, rewritten): it must build and link.
+async fn check_handler_builds(
+    invocation: &Invocation,
+    library: &SharedLibrary,
+) -> Result<(), String> {
+    let arguments = library.arguments(invocation)?;
+    let mut command = tokio::process::Command::new(&invocation.program);
+    command
+        .args(arguments)
+        .env_clear()
+        .envs(invocation.environment.iter().map(|(name, value)| (name, value)))
+        .current_dir(&invocation.working_directory)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: as in `run_cargo`.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|error| format!("cannot run {}: {error}", invocation.program.display()))?;
+    let mut group = KillGroupOnDrop(child.id());
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|error| format!("rustc could not be waited for: {error}"))?;
+    group.0 = None;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first_error = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["level"] == "error")
+        .find_map(|message| message["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| stderr.lines().take(5).collect::<Vec<_>>().join("\n"));
+    Err(format!("the handler does not build on it ({}): {first_error}", output.status))
+}
+
+/// The daemon's shared library: off (and why), being built, or ready.
+#[derive(Debug)]
+pub(crate) struct SharedDeps {
+    pub(crate) disabled: Option<String>,
+    pub(crate) ready: Option<Arc<SharedLibrary>>,
+    /// The build running in the background, and the handler rustc it is for.
+    pub(crate) building: Option<tokio::task::JoinHandle<()>>,
+    /// Why the last build failed, until the next succeeds.
+    pub(crate) failed: Option<String>,
+    /// The manifest of the last library built (said once in the log).
+    pub(crate) built_once: Option<String>,
+}
+
+impl SharedDeps {
+    /// `enabled`: `shared_deps` in hotswap.toml (and `HOTSWAP_SHARED_DEPS`).
+    pub(crate) fn new(enabled: bool) -> Self {
+        let disabled = if !enabled {
+            Some("`shared_deps = false` in hotswap.toml, or HOTSWAP_SHARED_DEPS=0".to_owned())
+        } else if !cfg!(target_os = "linux") {
+            Some("only on Linux".to_owned())
+        } else {
+            None
+        };
+        Self { disabled, ready: None, building: None, failed: None, built_once: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn library() -> SharedLibrary {
+        let mut externs = BTreeMap::new();
+        externs.insert("axum".to_owned(), PathBuf::from("/s/target/debug/deps/libaxum-1.rlib"));
+        externs.insert("serde".to_owned(), PathBuf::from("/s/target/debug/deps/libserde-2.rlib"));
+        SharedLibrary {
+            dylib: PathBuf::from("/s/lib/1/libhotswap_shared_deps_x.so"),
+            externs,
+            dependency_dir: PathBuf::from("/s/target/debug/deps"),
+            target_libdir: PathBuf::from("/rust/lib"),
+            out_dir: PathBuf::from("/s/handler/app"),
+            incremental_dir: PathBuf::from("/s/handler/app/incremental"),
+            manifest: String::new(),
+            build_time: Duration::ZERO,
+        }
+    }
+
+    fn invocation(arguments: &[&str]) -> Invocation {
+        Invocation {
+            program: PathBuf::from("rustc"),
+            arguments: arguments.iter().map(|argument| (*argument).to_owned()).collect(),
+            working_directory: PathBuf::from("/app"),
+            environment: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rewrites_the_handler_s_rustc_to_link_on_the_library() {
+        let cargo = invocation(&[
+            "--crate-name",
+            "app",
+            "src/lib.rs",
+            "--crate-type",
+            "cdylib",
+            "-C",
+            "incremental=/app/target/debug/incremental",
+            "--out-dir",
+            "/app/target/debug/deps",
+            "-L",
+            "dependency=/app/target/debug/deps",
+            "--extern",
+            "axum=/app/target/debug/deps/libaxum-9.rlib",
+            "--extern",
+            "serde_derive=/app/target/debug/deps/libserde_derive-3.so",
+            "--extern=serde=/app/target/debug/deps/libserde-8.rlib",
+            "-C",
+            "debuginfo=1",
+        ]);
+        let arguments = library().arguments(&cargo).unwrap();
+        let text = arguments.join(" ");
+        assert!(text.contains("--extern axum=/s/target/debug/deps/libaxum-1.rlib"), "{text}");
+        assert!(text.contains("--extern serde=/s/target/debug/deps/libserde-2.rlib"), "{text}");
+        // A proc macro is loaded by rustc, never linked: it stays cargo's.
+        assert!(
+            text.contains("serde_derive=/app/target/debug/deps/libserde_derive-3.so"),
+            "{text}"
+        );
+        assert!(text.contains("-L dependency=/s/target/debug/deps"), "{text}");
+        assert!(text.contains("--out-dir /s/handler/app "), "{text}");
+        assert!(text.contains("-C incremental=/s/handler/app/incremental"), "{text}");
+        assert!(text.contains("-C debuginfo=1"), "{text}");
+        assert!(text.contains("-C prefer-dynamic"), "{text}");
+        assert!(text.contains("--extern hotswap_shared_deps=/s/lib/1/libhotswap_shared_deps_x.so"));
+        assert!(text.contains("--cfg hotswap_shared_deps"), "{text}");
+        assert!(text.contains("link-arg=-Wl,-rpath,/s/lib/1:/rust/lib"), "{text}");
+        assert!(!text.contains("/app/target/debug/deps/libaxum"), "{text}");
+    }
+
+    #[test]
+    fn a_crate_the_library_lacks_is_refused() {
+        let cargo = invocation(&["--extern", "uuid=/app/target/debug/deps/libuuid-1.rlib"]);
+        let error = library().arguments(&cargo).unwrap_err();
+        assert!(error.contains("no `uuid`"), "{error}");
+    }
+}
