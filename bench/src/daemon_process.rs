@@ -72,7 +72,35 @@ impl DaemonProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let address = status.listen_address.parse().context("the daemon's listen address")?;
-        Ok(Self { child, pid, address, client })
+        let daemon = Self { child, pid, address, client };
+        daemon.wait_for_shared_deps().await?;
+        Ok(daemon)
+    }
+
+    /// Waits until the shared library of the handler's dependencies, which the daemon builds in
+    /// the background after a cargo build compiled the handler, is ready (or known not to be
+    /// used): the steady state a user's saves meet after the first minute.
+    pub(crate) async fn wait_for_shared_deps(&self) -> anyhow::Result<()> {
+        use hotswap_protocol::messages::SharedDepsStatus;
+        let deadline = Instant::now() + FIRST_BUILD_TIMEOUT;
+        loop {
+            let status = self.client.request::<Status>(NoParams {}).await?;
+            match status.shared_deps {
+                None | Some(SharedDepsStatus::Ready { .. }) => return Ok(()),
+                Some(SharedDepsStatus::Off { reason })
+                    if !reason.contains("no cargo build has compiled") =>
+                {
+                    eprintln!("hotswap-bench: no shared dependency library: {reason}");
+                    return Ok(());
+                }
+                Some(_) if Instant::now() > deadline => {
+                    bail!(
+                        "the shared dependency library is not ready after {FIRST_BUILD_TIMEOUT:?}"
+                    )
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Sends an editor's save message for `path`; the daemon builds after its debounce.

@@ -499,6 +499,22 @@ fn print_status(status: &StatusResult) {
     if let Some(crash) = &status.last_crash {
         println!("last crash  {} ago: {}", duration(crash.ago_ms), crash.crash.message);
     }
+    if let Some(shared) = &status.shared_deps {
+        use hotswap_protocol::messages::SharedDepsStatus;
+        match shared {
+            SharedDepsStatus::Building => println!(
+                "deps        being built as one shared library, in the background (until then, saves link them in)"
+            ),
+            SharedDepsStatus::Ready { bytes, build_ms } => println!(
+                "deps        one shared library of {:.1} MiB (built in {}): saves link only the app's code",
+                *bytes as f64 / (1024.0 * 1024.0),
+                duration(*build_ms)
+            ),
+            SharedDepsStatus::Off { reason } => {
+                println!("deps        linked into the handler's library, as cargo does: {reason}")
+            }
+        }
+    }
     println!(
         "ended       {} generation{} after draining; {} crash{}",
         status.ended_generations,

@@ -923,6 +923,7 @@ impl Daemon {
             snapshot: engine.snapshot,
             ended_generations: engine.ended_generations,
             crashes: engine.crashes,
+            shared_deps: Some(self.shared.status()),
         }
     }
 }

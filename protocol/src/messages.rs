@@ -276,6 +276,24 @@ pub struct StatusResult {
     /// Generations that crashed, so far.
     #[serde(default)]
     pub crashes: u64,
+    /// The handler's dependencies as one shared library that direct builds link on: being
+    /// built, ready, or not used and why. Absent from daemons before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_deps: Option<SharedDepsStatus>,
+}
+
+/// The shared dependency library (`shared_deps` in hotswap.toml).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum SharedDepsStatus {
+    /// Being built in the background (after a cargo build compiled the handler).
+    Building,
+    /// Ready: saves of the handler's own sources link on it.
+    #[serde(rename_all = "camelCase")]
+    Ready { bytes: u64, build_ms: u64 },
+    /// Not used: saves link the dependencies into the handler's library, as cargo does.
+    #[serde(rename_all = "camelCase")]
+    Off { reason: String },
 }
 
 /// A swap that was refused: the generation that keeps serving, and why.

@@ -431,6 +431,12 @@ async fn with_the_dependencies_linked_once_a_save_links_only_the_app_s_code() {
     app.edit_library(
         "_ => text(StatusCode::NOT_FOUND",
         "(&Method::GET, \"/panic\") => panic!(\"a panic on the shared library\"),\n            \
+         (&Method::GET, \"/deep\") => {\n                \
+         #[allow(unconditional_recursion)]\n                \
+         fn deep(n: u64) -> u64 {\n                    \
+         let frame = std::hint::black_box([n; 64]);\n                    \
+         deep(frame[1] + 1) + frame[2]\n                }\n                \
+         text(StatusCode::OK, format!(\"{}\\n\", deep(1)))\n            }\n            \
          _ => text(StatusCode::NOT_FOUND",
     );
     let daemon = app.serve_from(&app.directory, &[], &[("HOTSWAP_SHARED_DEPS", "1")]).await;
@@ -460,6 +466,7 @@ async fn with_the_dependencies_linked_once_a_save_links_only_the_app_s_code() {
     let status = session.app.hotswap(&["status"]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("by rustc directly, on the shared dependency library"), "{status}");
+    assert!(status.contains("saves link only the app's code"), "{status}");
 
     // A panic in handler code on the shared library: a 500, its message in the log, and the
     // same process serves on.
@@ -468,6 +475,31 @@ async fn with_the_dependencies_linked_once_a_save_links_only_the_app_s_code() {
     assert_eq!(request(address, "POST", "/counter", "").await.unwrap().body, "2\n");
     let log = session.daemon.log();
     assert!(log.contains("a panic on the shared library"), "{log}");
+
+    // A stack overflow kills the generation's process: told as one, and the same code serves
+    // again with the state of the last snapshot.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(get(address, "/deep").await.is_err(), "the crashing request gets no answer");
+    let crash = wait_for_event(&mut session.events, Duration::from_secs(10), |event| {
+        matches!(event, Event::GenerationCrashed(_))
+    })
+    .await;
+    let Event::GenerationCrashed(crash) = crash else { unreachable!() };
+    assert!(crash.cause.contains("stack overflow"), "{crash:?}");
+    assert!(
+        crash.last_words.iter().any(|line| line.contains("has overflowed its stack")),
+        "{crash:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let counter = loop {
+        if let Ok(response) = get(address, "/counter").await {
+            break response.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "not serving 5 s after the crash");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(counter, "2\n");
+    assert_eq!(session.body("/").await, "hello from the shared library\n");
 
     // A manifest save: cargo builds the library with its dependencies linked in, and the shared
     // library is checked again; then the handler's saves link on it again.

@@ -426,6 +426,9 @@ async fn measure(
             let manifest = app.directory.join("Cargo.toml");
             servers.daemon.did_save_all(&[&app.source_file, &manifest]).await?;
             let served = poller.await??;
+            // Cargo compiled the handler: the daemon checks its shared dependency library
+            // again before the next save links on it (not part of this round's time).
+            servers.daemon.wait_for_shared_deps().await?;
             Ok((Measured { total_ms: millis_between(started, served), build_ms: None }, None))
         }
         SavePath::HotswapReload => {

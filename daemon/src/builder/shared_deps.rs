@@ -647,6 +647,31 @@ impl SharedDeps {
     }
 }
 
+impl SharedDeps {
+    /// What `hotswap status` says of it.
+    pub(crate) fn status(&self) -> hotswap_protocol::messages::SharedDepsStatus {
+        use hotswap_protocol::messages::SharedDepsStatus;
+        if let Some(reason) = &self.disabled {
+            return SharedDepsStatus::Off { reason: reason.clone() };
+        }
+        if let Some(library) = &self.ready {
+            return SharedDepsStatus::Ready {
+                bytes: std::fs::metadata(&library.dylib).map(|file| file.len()).unwrap_or(0),
+                build_ms: library.build_time.as_millis() as u64,
+            };
+        }
+        if self.building.is_some() {
+            return SharedDepsStatus::Building;
+        }
+        SharedDepsStatus::Off {
+            reason: self
+                .failed
+                .clone()
+                .unwrap_or_else(|| "no cargo build has compiled the handler yet".to_owned()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,6 +104,7 @@ pub(crate) fn plain_answer(
             snapshot: None,
             ended_generations: 0,
             crashes: 0,
+            shared_deps: None,
         }),
         ClientRequest::Subscribe(_) => serde_json::to_value(SubscribeResult { subscribed: true }),
         ClientRequest::CancelBuild(_) => {
