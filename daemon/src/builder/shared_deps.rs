@@ -566,12 +566,32 @@ fn install(library: &Path, directory: &Path) -> std::io::Result<PathBuf> {
     if destination.is_file() {
         return Ok(destination);
     }
+    remove_old_copies(directory);
     let parent = destination.parent().expect("joined");
     std::fs::create_dir_all(parent)?;
     let partial = destination.with_extension("partial");
     std::fs::copy(library, &partial)?;
     std::fs::rename(&partial, &destination)?;
     Ok(destination)
+}
+
+/// Copies kept: a generation restarted after a crash, or rolled back to, loads the copy it was
+/// built on again.
+const KEPT_COPIES: usize = 8;
+
+/// Removes all but the newest [`KEPT_COPIES`] - 1 copies (a new one is about to be made). A
+/// process that loaded a removed copy keeps it mapped.
+fn remove_old_copies(directory: &Path) {
+    let Ok(entries) = std::fs::read_dir(directory) else { return };
+    let mut copies: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .collect();
+    copies.sort();
+    let excess = copies.len().saturating_sub(KEPT_COPIES - 1);
+    for (_, path) in copies.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(path);
+    }
 }
 
 /// Compiles the handler on the library (the rustc cargo ran, rewritten): it must build and link.
@@ -608,7 +628,7 @@ async fn check_handler_builds(
         .map_err(|error| format!("rustc could not be waited for: {error}"))?;
     group.0 = None;
     if output.status.success() {
-        return Ok(());
+        return links_the_library(invocation, library);
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let first_error = stderr
@@ -618,6 +638,30 @@ async fn check_handler_builds(
         .find_map(|message| message["message"].as_str().map(str::to_owned))
         .unwrap_or_else(|| stderr.lines().take(5).collect::<Vec<_>>().join("\n"));
     Err(format!("the handler does not build on it ({}): {first_error}", output.status))
+}
+
+/// Whether the handler's library built on `library` needs it: an SDK older than the shared
+/// library names nothing under `--cfg hotswap_shared_deps`, and rustc then links every
+/// dependency in again.
+fn links_the_library(invocation: &Invocation, library: &SharedLibrary) -> Result<(), String> {
+    let crate_name = invocation.argument("--crate-name").ok_or("rustc had no --crate-name")?;
+    let extra = invocation
+        .arguments_named("-C")
+        .find_map(|option| option.strip_prefix("extra-filename="))
+        .unwrap_or("");
+    let built =
+        library.out_dir.join(format!("lib{crate_name}{extra}{}", std::env::consts::DLL_SUFFIX));
+    let bytes = std::fs::read(&built)
+        .map_err(|error| format!("cannot read {}: {error}", built.display()))?;
+    let needed =
+        library.dylib.file_name().map(|name| name.as_encoded_bytes().to_vec()).unwrap_or_default();
+    if needed.is_empty() || !bytes.windows(needed.len()).any(|window| window == needed) {
+        return Err(
+            "the handler's library does not load it: its hotswap-handler is older than the shared dependency library (update hotswap-handler)"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// The daemon's shared library: off (and why), being built, or ready.
