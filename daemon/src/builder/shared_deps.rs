@@ -364,7 +364,7 @@ fn stable_hash(text: &str) -> u64 {
     })
 }
 
-/// Writes the package (its manifest, `lib.rs` and, the first time, the workspace's lock file).
+/// Writes the package: its manifest, `lib.rs` and the workspace's lock file.
 fn write_package(
     directory: &Path,
     package: &Generated,
@@ -373,11 +373,10 @@ fn write_package(
     std::fs::create_dir_all(directory)?;
     write_if_changed(&directory.join("Cargo.toml"), &package.manifest)?;
     write_if_changed(&directory.join("lib.rs"), &package.lib_rs)?;
-    let lock = directory.join("Cargo.lock");
-    if !lock.exists()
-        && let Ok(text) = std::fs::read(workspace_root.join("Cargo.lock"))
-    {
-        std::fs::write(lock, text)?;
+    // The workspace's lock file each time: the same versions of every crate, direct or not, as
+    // the handler's own build (cargo adds the generated package to it, keeping the rest).
+    if let Ok(text) = std::fs::read_to_string(workspace_root.join("Cargo.lock")) {
+        write_if_changed(&directory.join("Cargo.lock"), &text)?;
     }
     Ok(())
 }
@@ -422,30 +421,41 @@ async fn run_cargo(
         .arg(&request.spec.profile)
         .arg("--target-dir")
         .arg(target_dir);
-    // The user's flags, then ours: every dependency and libstd as shared libraries can link;
-    // the library finds libstd by its rpath.
+    // The user's flags and ours: every dependency and libstd as shared libraries can link; the
+    // library finds libstd by its rpath. RUSTFLAGS in the environment replace cargo's
+    // configured flags, so ours join them there; else `--config` adds ours to the configured
+    // `build.rustflags` (cargo joins arrays).
     let ours = [
         "-C".to_owned(),
         "prefer-dynamic".to_owned(),
         "-C".to_owned(),
         format!("link-arg=-Wl,-rpath,{}", target_libdir.display()),
     ];
-    let flags: Vec<String> = match std::env::var("CARGO_ENCODED_RUSTFLAGS") {
-        Ok(encoded) if !encoded.is_empty() => {
-            encoded.split('\x1f').map(str::to_owned).chain(ours).collect()
+    let from_environment =
+        match (std::env::var("CARGO_ENCODED_RUSTFLAGS"), std::env::var("RUSTFLAGS")) {
+            (Ok(encoded), _) if !encoded.is_empty() => {
+                Some(encoded.split('\x1f').map(str::to_owned).collect::<Vec<_>>())
+            }
+            (_, Ok(flags)) if !flags.trim().is_empty() => {
+                Some(flags.split_whitespace().map(str::to_owned).collect())
+            }
+            _ => None,
+        };
+    match from_environment {
+        Some(flags) => {
+            let flags: Vec<String> = flags.into_iter().chain(ours).collect();
+            command.env_remove("RUSTFLAGS").env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
         }
-        _ => std::env::var("RUSTFLAGS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .chain(ours)
-            .collect(),
-    };
+        None => {
+            let array = toml::Value::Array(ours.into_iter().map(toml::Value::String).collect());
+            command.arg("--config").arg(format!("build.rustflags={array}"));
+        }
+    }
     command
-        .env_remove("RUSTFLAGS")
-        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
         .env("CARGO_TERM_PROGRESS_WHEN", "never")
-        .current_dir(package_dir)
+        // Cargo reads its configuration (registries, source replacement, `[build]`) from the
+        // directory it runs in: the app's, as for the handler's own build.
+        .current_dir(request.spec.manifest.parent().unwrap_or(package_dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
