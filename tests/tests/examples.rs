@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hotswap_protocol::events::BuildOutcome;
+use hotswap_protocol::events::{BuildOutcome, BuiltWith};
+use hotswap_protocol::messages::SharedDepsStatus;
 use hotswap_tests::artifacts::{repository_root, shared_handler_target_dir};
 use hotswap_tests::binaries::{App, Daemon, binary};
 use hotswap_tests::http::{HttpResponse, get, request};
@@ -553,8 +554,11 @@ async fn chat_talks_over_websockets_and_sse_with_connect_info_and_keeps_them_unt
 async fn sqlite_todo_keeps_its_rows_in_a_file_next_to_the_app_across_a_swap() {
     let sections = own_sections("sqlite-todo");
     let app = App::copy_of_crate(&example("sqlite-todo"), "examples-sqlite-todo", &sections);
-    let (daemon, elsewhere) = serve_elsewhere(&app, &[], &[]).await;
+    // On the shared dependency library (axum, rusqlite with SQLite's C code, serde...), as
+    // `hotswap serve` builds by default once it is ready.
+    let (daemon, elsewhere) = serve_elsewhere(&app, &[], &[("HOTSWAP_SHARED_DEPS", "1")]).await;
     let address = daemon.address();
+    wait_for_shared_deps(&daemon).await;
 
     for title in ["water the plants", "call the plumber"] {
         let body = format!("{{\"title\": \"{title}\"}}");
@@ -575,12 +579,30 @@ async fn sqlite_todo_keeps_its_rows_in_a_file_next_to_the_app_across_a_swap() {
     )
     .await;
     assert_eq!(last.body, "my todos: 2, 1 open\n");
+    let built = daemon.status().await.last_build.unwrap();
+    assert_eq!(built.built_with, Some(BuiltWith::RustcSharedDeps), "{}", daemon.log());
     let listed = get(address, "/todos").await.unwrap();
     assert_eq!(
         listed.body,
         r#"[{"id":1,"title":"water the plants","done":true},{"id":2,"title":"call the plumber","done":false}]"#
     );
     assert_eq!(listed.generation(), Some(2));
+}
+
+/// Waits until the daemon's shared dependency library is ready.
+async fn wait_for_shared_deps(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        match daemon.status().await.shared_deps {
+            Some(SharedDepsStatus::Ready { .. }) => return,
+            Some(SharedDepsStatus::Off { reason }) if !reason.contains("no cargo build") => {
+                panic!("no shared dependency library: {reason}\n{}", daemon.log())
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no shared library in 15 min:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A code block of docs/axum.md: the one after the line `<!-- adoption: NAME -->`.
