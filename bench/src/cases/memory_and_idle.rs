@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::save_to_served::AppServers;
-use super::swap_cost::{build_library_variant, stage};
+use super::swap_cost::{build_library_variant, build_library_variant_with, stage};
 use super::{BenchContext, progress};
 use crate::engine_worker::EngineWorker;
 use crate::machine::{ProcessSample, clock_ticks_per_second};
@@ -14,19 +14,61 @@ use crate::report::{Goal, Section, Table, milliseconds};
 /// Resident memory of each daemon right after its first generation served, in KiB.
 pub(crate) type StartingMemory = BTreeMap<String, u64>;
 
+/// Code a careless handler leaks with, put into `todo`'s `GET /`: 1 MiB more in a `static` at
+/// each request, and a thread that never ends, started once per generation.
+const LEAKING_CODE: &str = r#"
+
+/// Leaks as careless handler code does: 1 MiB more in a `static` at each request, and a thread
+/// that never ends, started by the first request of each generation.
+fn leak_like_careless_code() {
+    static GROWING: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    static STRAY: std::sync::Once = std::sync::Once::new();
+    GROWING.lock().expect("leak").push(vec![1u8; 1 << 20]);
+    STRAY.call_once(|| {
+        std::thread::spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        });
+    });
+}
+"#;
+
+/// Where the leak is called from: the start of `todo`'s `GET /`.
+const SUMMARY_START: &str = "async fn summary(State(state): State<Shared>) -> String {";
+
 /// A thousand swaps (or fewer, with `--quick`) of `todo` in the engine worker, each followed by a
-/// request, with a fresh file for every swap as cargo would write it.
+/// request, with a fresh file for every swap as cargo would write it; then the same with a
+/// handler that leaks memory and a thread at every generation.
 pub(crate) async fn run_memory(context: &mut BenchContext) -> anyhow::Result<()> {
+    measure_swaps(context, false).await?;
+    measure_swaps(context, true).await
+}
+
+async fn measure_swaps(context: &mut BenchContext, leaking: bool) -> anyhow::Result<()> {
     let app = context.workspace.app("todo").clone();
     let libraries_dir = context.bench_dir.join("swap-libraries");
     let target_dir = context.workspace.target_dir.clone();
-    let variants = [libraries_dir.join("todo-memory-a.so"), libraries_dir.join("todo-memory-b.so")];
+    let kind = if leaking { "leaking" } else { "memory" };
+    let variants = [
+        libraries_dir.join(format!("todo-{kind}-a.so")),
+        libraries_dir.join(format!("todo-{kind}-b.so")),
+    ];
     let mut size = 0;
     for variant in &variants {
-        size = build_library_variant(context, &app, &target_dir, &[], variant).await?;
+        size = if leaking {
+            build_library_variant_with(context, &app, &target_dir, &[], variant, |source| {
+                anyhow::ensure!(source.contains(SUMMARY_START), "todo has no `{SUMMARY_START}`");
+                Ok(source.replace(
+                    SUMMARY_START,
+                    &format!("{SUMMARY_START}\n    leak_like_careless_code();"),
+                ) + LEAKING_CODE)
+            })
+            .await?
+        } else {
+            build_library_variant(context, &app, &target_dir, &[], variant).await?
+        };
     }
-    let generations = context.bench_dir.join("generations-memory");
-    let staging = context.bench_dir.join("staging-memory");
+    let generations = context.bench_dir.join(format!("generations-{kind}"));
+    let staging = context.bench_dir.join(format!("staging-{kind}"));
     std::fs::create_dir_all(&staging)?;
     let mut worker = EngineWorker::start(&generations).await?;
     let swaps = context.effort.memory_swaps;
@@ -55,7 +97,7 @@ pub(crate) async fn run_memory(context: &mut BenchContext) -> anyhow::Result<()>
             baseline = Some(worker.memory().await?);
         }
         if swap % 200 == 0 {
-            progress(format_args!("memory: {swap} swaps"));
+            progress(format_args!("{kind}: {swap} swaps"));
         }
     }
     let swapping = started.elapsed();
@@ -70,7 +112,11 @@ pub(crate) async fn run_memory(context: &mut BenchContext) -> anyhow::Result<()>
     let mut table = Table::new(&["measure", "value"]);
     table.push(vec![
         "library".into(),
-        format!("todo, dev profile, {:.1} MiB", size as f64 / 1048576.0),
+        format!(
+            "todo{}, dev profile, {:.1} MiB",
+            if leaking { " leaking 1 MiB per request and a thread per generation" } else { "" },
+            size as f64 / 1048576.0
+        ),
     ]);
     table.push(vec!["swaps (each followed by a GET)".into(), swaps.to_string()]);
     table.push(vec![
@@ -107,20 +153,32 @@ pub(crate) async fn run_memory(context: &mut BenchContext) -> anyhow::Result<()>
     ]);
     table.push(vec!["threads after the swaps".into(), after.answer.threads.to_string()]);
     context.goals.push(Goal {
-        name: format!("memory after {swaps} swaps"),
+        name: if leaking {
+            format!("memory after {swaps} swaps of a handler leaking memory and a thread")
+        } else {
+            format!("memory after {swaps} swaps")
+        },
         target: "flat (engine + current generation); only the current and the spare host alive"
             .into(),
         measured: format!("{growth:+.0} KiB, {} host processes alive", after.answer.host_processes),
         met: Some(after.answer.host_processes <= 2 && growth < 10.0 * 1024.0),
     });
-    let mut section = Section::new(format!("5a. Memory after {swaps} swaps"));
+    let mut section = Section::new(if leaking {
+        format!("5a. Memory after {swaps} swaps of a leaking handler")
+    } else {
+        format!("5a. Memory after {swaps} swaps")
+    });
     section.tables.push(table);
-    section.notes.push(
+    section.notes.push(if leaking {
+        "The same, with `todo`'s `GET /` changed to leak as careless code does: it pushes 1 MiB into a `static` at every request and its first request starts a \
+         `std::thread::spawn` loop that never ends. Each generation's leak ends with its process."
+            .to_owned()
+    } else {
         "The daemon's engine in a process of its own (the benchmark's engine worker), with the daemon's default settings and the smoke request; \
          resident memory is the engine's process and the current generation's host process together; \
          every swap loads a fresh copy of one of two builds, as cargo writes a new file on each build. \"Flat\" is read as under 10 MiB of growth."
-            .to_owned(),
-    );
+            .to_owned()
+    });
     context.sections.push(section);
     Ok(())
 }

@@ -31,8 +31,22 @@ pub(crate) async fn build_library_variant(
     cargo_arguments: &[&str],
     destination: &Path,
 ) -> anyhow::Result<u64> {
+    build_library_variant_with(context, app, target_dir, cargo_arguments, destination, Ok).await
+}
+
+/// The same, with `change` made to the edited source before the build.
+pub(crate) async fn build_library_variant_with(
+    context: &mut BenchContext,
+    app: &BenchApp,
+    target_dir: &Path,
+    cargo_arguments: &[&str],
+    destination: &Path,
+    change: impl FnOnce(String) -> anyhow::Result<String>,
+) -> anyhow::Result<u64> {
     let number = context.next_edit_number();
     app.write_edit(number)?;
+    let edited = std::fs::read_to_string(&app.source_file)?;
+    std::fs::write(&app.source_file, change(edited)?)?;
     let command = context.workspace.handler_build_command(app, target_dir, cargo_arguments);
     crate::bench_workspace::run_timed(command, &app.name).await?;
     let built = context.workspace.handler_library(app, target_dir);
@@ -121,6 +135,22 @@ pub(crate) async fn run(context: &mut BenchContext) -> anyhow::Result<()> {
     let samples = prober.await?;
     let _ = worker.quit().await;
 
+    if std::env::var_os("HOTSWAP_BENCH_SLOW").is_some() {
+        for (sent, latency) in &samples {
+            if *latency > 2.0 {
+                let window =
+                    windows.iter().find(|window| *sent >= window.start && *sent <= window.end);
+                match window {
+                    Some(window) => eprintln!(
+                        "slow during swap: {latency:.2} ms, sent {:.2} ms into a {:.2} ms swap",
+                        sent.duration_since(window.start).as_secs_f64() * 1000.0,
+                        window.end.duration_since(window.start).as_secs_f64() * 1000.0
+                    ),
+                    None => eprintln!("slow between swaps: {latency:.2} ms"),
+                }
+            }
+        }
+    }
     let during: Vec<f64> = samples
         .iter()
         .filter(|(sent, _)| {
