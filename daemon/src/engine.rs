@@ -452,10 +452,9 @@ impl Engine {
         self.check_running(number)?;
         let started = Instant::now();
         let fingerprint = Fingerprint::of(artifact).ok();
-        let (file, _) = self
-            .inner
-            .files
+        let file = self
             .place(artifact, number)
+            .await
             .map_err(|error| failure(number, SwapStage::Copy, error.to_string()))?;
         let copy_ms = millis(started.elapsed());
         let build = self.inner.next_build.fetch_add(1, Ordering::Relaxed);
@@ -465,6 +464,17 @@ impl Engine {
             StateChoice::FromCurrent
         };
         self.load(number, build, file, fingerprint, copy_ms, started, LoadKind::Build, state).await
+    }
+
+    /// Gives generation `number` a file of its own for `artifact`, off the runtime's threads: a
+    /// copy of a large library takes tens of milliseconds, which new connections must not wait
+    /// for.
+    async fn place(&self, artifact: &Path, number: u64) -> std::io::Result<PathBuf> {
+        let (engine, artifact) = (self.clone(), artifact.to_path_buf());
+        tokio::task::spawn_blocking(move || engine.inner.files.place(&artifact, number))
+            .await
+            .map_err(std::io::Error::other)?
+            .map(|(file, _)| file)
     }
 
     /// Starts the current build again as a new generation with `state` (a state envelope, e.g.
@@ -573,10 +583,9 @@ impl Engine {
         state: StateChoice,
     ) -> Result<SwapReport, SwapFailure> {
         let started = Instant::now();
-        let (file, _) = self
-            .inner
-            .files
+        let file = self
             .place(&entry.file, number)
+            .await
             .map_err(|error| failure(number, SwapStage::Copy, error.to_string()))?;
         let fingerprint = Fingerprint::of(&file).ok();
         let copy_ms = millis(started.elapsed());
