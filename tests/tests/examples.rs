@@ -245,8 +245,9 @@ async fn notes_api_runs_its_tower_http_layers_and_logs_trace_layer_spans_under_r
     // The example asks for TraceLayer's debug lines in `[log] filter`; here RUST_LOG does.
     let sections = own_sections("notes-api").replace("info,tower_http=debug", "warn");
     let app = App::copy_of_crate(&example("notes-api"), "examples-notes-api", &sections);
-    let (daemon, _elsewhere) =
-        serve_elsewhere(&app, &[], &[("RUST_LOG", "tower_http=debug")]).await;
+    // The swap at the end is built on the shared dependency library: TraceLayer logs through it.
+    let environment = [("RUST_LOG", "tower_http=debug"), ("HOTSWAP_SHARED_DEPS", "1")];
+    let (daemon, _elsewhere) = serve_elsewhere(&app, &[], &environment).await;
     let address = daemon.address();
     let directory = app.directory.to_str().unwrap().to_owned();
     let mut events = Command::new(binary("hotswap"))
@@ -292,14 +293,13 @@ async fn notes_api_runs_its_tower_http_layers_and_logs_trace_layer_spans_under_r
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let _ = events.kill();
-    let _ = events.wait();
     let line = printed.lines().find(|line| line.contains(span)).unwrap_or_else(|| {
         panic!("no TraceLayer span in `hotswap events`:\n{printed}");
     });
     assert!(line.starts_with("[gen 1] Debug tower_http::trace::"), "{line}");
 
     // A one-line change, swapped under requests; the notes survive it.
+    wait_for_shared_deps(&daemon).await;
     let last = swap_under_requests(
         &app,
         &daemon,
@@ -309,6 +309,27 @@ async fn notes_api_runs_its_tower_http_layers_and_logs_trace_layer_spans_under_r
     )
     .await;
     assert_eq!(last.body, "my notes: 1 notes\n");
+    let built = daemon.status().await.last_build.unwrap();
+    assert_eq!(built.built_with, Some(BuiltWith::RustcSharedDeps), "{}", daemon.log());
+    // The new code's spans, from the SDK and tower-http in the shared library.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let printed = loop {
+        let _ = get(address, "/notes").await.unwrap();
+        let printed = std::fs::read_to_string(app.runtime_dir.join("events.log")).unwrap();
+        if printed.lines().any(|line| line.starts_with("[gen 2] ") && line.contains(span))
+            || Instant::now() > deadline
+        {
+            break printed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = events.kill();
+    let _ = events.wait();
+    let line = printed
+        .lines()
+        .find(|line| line.starts_with("[gen 2] ") && line.contains(span))
+        .unwrap_or_else(|| panic!("no span of generation 2 in `hotswap events`:\n{printed}"));
+    assert!(line.starts_with("[gen 2] Debug tower_http::trace::"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
