@@ -383,8 +383,10 @@ async fn guestbook_rebuilds_for_askama_and_serves_a_saved_minijinja_page_without
     let sections = own_sections("guestbook");
     assert!(sections.contains("runtime_templates = [\"pages/**/*.html\"]"), "{sections}");
     let app = App::copy_of_crate(&example("guestbook"), "examples-guestbook", &sections);
-    let (daemon, _elsewhere) = serve_elsewhere(&app, &[], &[]).await;
+    // On the shared dependency library: askama's derive expands against its askama.
+    let (daemon, _elsewhere) = serve_elsewhere(&app, &[], &[("HOTSWAP_SHARED_DEPS", "1")]).await;
     let address = daemon.address();
+    wait_for_shared_deps(&daemon).await;
 
     let form = ("content-type", "application/x-www-form-urlencoded");
     let (signed, _) =
@@ -407,6 +409,8 @@ async fn guestbook_rebuilds_for_askama_and_serves_a_saved_minijinja_page_without
     .await;
     assert!(last.body.contains("More about this guestbook"), "{}", last.body);
     assert!(last.body.contains("<li><b>Ada</b>: Hello</li>"), "{}", last.body);
+    let built = daemon.status().await.last_build.unwrap();
+    assert_eq!(built.built_with, Some(BuiltWith::RustcSharedDeps), "{}", daemon.log());
 
     // minijinja reads pages/ at run time: the next request shows the saved page, no build.
     let builds = builds_started(&daemon).await;
