@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hotswap_protocol::events::{
-    AssetsChanged, BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted, Event,
-    Severity, SwapFailed, SwapFinished, SwapStage,
+    AssetsChanged, BuildFinished, BuildOutcome, BuildProgress, BuildReason, BuildStarted,
+    BuiltWith, Event, Severity, SwapFailed, SwapFinished, SwapStage,
 };
 use hotswap_protocol::jsonrpc::{ResponseError, error_code};
 use hotswap_protocol::messages::{
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::builder::direct::DirectRustc;
-use crate::builder::shared_deps::{self, SharedDeps, SharedLibrary};
+use crate::builder::shared_deps::{self, SharedDeps};
 use crate::builder::{BuildOutput, BuildPlan, BuildResult, BuildSpec};
 use crate::engine::{Engine, RollbackError, SwapFailure, SwapReport};
 use crate::packages::PackageSet;
@@ -84,9 +84,10 @@ enum Message {
         cause: Instant,
         reply: Reply,
     },
-    /// The shared dependency library built in the background, or why not.
+    /// The shared dependency library built (or checked) in the background, or why not.
     SharedDepsDone {
-        result: Result<SharedLibrary, String>,
+        run: u64,
+        result: Result<shared_deps::Built, String>,
     },
 }
 
@@ -150,6 +151,7 @@ pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHand
     let mut daemon = Daemon {
         direct,
         shared,
+        fast_path_off: None,
         parts,
         messages: sender.downgrade(),
         pending: None,
@@ -185,6 +187,8 @@ struct Daemon {
     direct: DirectRustc,
     /// The dependencies linked once, for the fast path to link on.
     shared: SharedDeps,
+    /// Why the last build could not take the fast path at all (a rustc wrapper, the setting).
+    fast_path_off: Option<String>,
     /// For build and swap tasks to report back (weak: the daemon stops when clients are gone).
     messages: mpsc::WeakSender<Message>,
     pending: Option<PendingBuild>,
@@ -239,10 +243,7 @@ impl Daemon {
             return;
         }
         // The dependencies may have changed with this build: none is used until checked.
-        self.shared.ready = None;
-        if let Some(running) = self.shared.building.take() {
-            running.abort();
-        }
+        let run = self.shared.restart();
         let request = shared_deps::Request {
             invocation,
             spec: self.parts.build.clone(),
@@ -265,17 +266,36 @@ impl Daemon {
             })
             .await;
             if let Some(messages) = messages.upgrade() {
-                let _ = messages.send(Message::SharedDepsDone { result }).await;
+                let _ = messages.send(Message::SharedDepsDone { run, result }).await;
             }
         }));
     }
 
-    fn shared_deps_done(&mut self, result: Result<SharedLibrary, String>) {
-        self.shared.building = None;
-        match result {
-            Ok(library) => {
-                let same = self.shared.built_once.as_deref() == Some(library.manifest.as_str());
-                if !same {
+    /// A direct build of the handler succeeded: a library the handler had errors on when it
+    /// was checked is checked again.
+    fn check_shared_deps_again(&mut self) {
+        if self.shared.building.is_some() {
+            return;
+        }
+        let Some(invocation) = self.direct.invocation() else { return };
+        let Some((library, _, left)) = self.shared.unchecked.take() else { return };
+        self.shared.run += 1;
+        let run = self.shared.run;
+        self.shared.checks_left = Some(left);
+        let messages = self.messages.clone();
+        self.shared.building = Some(tokio::spawn(async move {
+            let result = shared_deps::check(library, &invocation).await;
+            if let Some(messages) = messages.upgrade() {
+                let _ = messages.send(Message::SharedDepsDone { run, result }).await;
+            }
+        }));
+    }
+
+    fn shared_deps_done(&mut self, run: u64, result: Result<shared_deps::Built, String>) {
+        match self.shared.done(run, result) {
+            None => {}
+            Some(shared_deps::Outcome::Ready { library, first }) => {
+                if first {
                     let size =
                         std::fs::metadata(&library.dylib).map(|file| file.len()).unwrap_or(0);
                     tracing::info!(
@@ -284,18 +304,35 @@ impl Daemon {
                         library.build_time.as_secs_f64()
                     );
                 }
-                self.shared.built_once = Some(library.manifest.clone());
-                self.shared.failed = None;
-                self.shared.ready = Some(Arc::new(library));
             }
-            Err(why) => {
-                if self.shared.failed.as_deref() != Some(why.as_str()) {
-                    tracing::warn!(
-                        "no shared dependency library ({why}); saves link the dependencies in, as cargo does"
-                    );
-                }
-                self.shared.failed = Some(why);
-            }
+            Some(shared_deps::Outcome::Waiting { why }) => tracing::info!(
+                "shared dependency library built; checked again after the handler's next good build ({why})"
+            ),
+            Some(shared_deps::Outcome::Failed { why }) => tracing::warn!(
+                "no shared dependency library ({why}); saves link the dependencies in, as cargo does"
+            ),
+        }
+    }
+
+    /// A library built on the shared dependency library did not load: it is not used again
+    /// (until `hotswap serve` restarts), and the handler is built again without it.
+    fn shared_library_did_not_load(&mut self, message: &str) {
+        tracing::warn!(
+            "a handler library built on the shared dependency library did not load ({message}); building it again with its dependencies linked in, and not using the shared library until hotswap serve restarts"
+        );
+        self.shared.restart();
+        self.shared.disabled = Some(format!(
+            "a library built on it did not load ({message}); restart hotswap serve to try again"
+        ));
+        if self.pending.is_none() {
+            let now = tokio::time::Instant::now();
+            self.pending = Some(PendingBuild {
+                reason: BuildReason::Reload,
+                paths: Vec::new(),
+                cause: Instant::now(),
+                first: now,
+                due: now,
+            });
         }
     }
 
@@ -303,16 +340,27 @@ impl Daemon {
         match message {
             Message::Request { request, reply } => self.request(request, reply),
             Message::BuildDone { build, mut output, packages } => {
-                if let Some(invocation) = output.learned.handler_compiled_by_cargo() {
-                    self.build_shared_deps(invocation);
+                match output.learned.handler_recorded_by_cargo() {
+                    Some((invocation, true)) => self.build_shared_deps(invocation),
+                    // A failed build may have changed the dependencies: none is used until
+                    // cargo next builds the handler.
+                    Some((_, false)) => {
+                        self.shared.restart();
+                    }
+                    None => {}
                 }
+                let direct_succeeded = output.built_with == BuiltWith::Rustc
+                    && matches!(output.result, BuildResult::Succeeded { .. });
                 self.direct.learn(std::mem::take(&mut output.learned));
+                if direct_succeeded {
+                    self.check_shared_deps_again();
+                }
                 if let Some(packages) = packages {
                     self.packages_refreshed(packages);
                 }
                 self.build_done(build, output);
             }
-            Message::SharedDepsDone { result } => self.shared_deps_done(result),
+            Message::SharedDepsDone { run, result } => self.shared_deps_done(run, result),
             Message::SwapDone { build, result, build_ms, cause } => {
                 self.swap_done(build, result, build_ms, cause)
             }
@@ -547,6 +595,12 @@ impl Daemon {
             &self.parts.build,
             self.shared.ready.clone(),
         );
+        self.fast_path_off = match &plan {
+            BuildPlan::Cargo { why, capture: None } => {
+                Some(why.trim_start_matches("the fast path is off: ").to_owned())
+            }
+            _ => None,
+        };
         tracing::info!(
             "build {id} of {} started ({}; {})",
             self.parts.info.package,
@@ -812,6 +866,12 @@ impl Daemon {
     }
 
     fn swap_failed(&mut self, failure: SwapFailure, build: Option<u64>) -> ReloadOutcome {
+        let on_shared_library = self.last_build.as_ref().is_some_and(|(last, _)| {
+            Some(last.build) == build && last.built_with == Some(BuiltWith::RustcSharedDeps)
+        });
+        if on_shared_library && failure.stage == SwapStage::Load {
+            self.shared_library_did_not_load(&failure.message);
+        }
         tracing::error!(
             "generation {} refused at the {} stage: {}; {}",
             failure.generation,
@@ -923,7 +983,7 @@ impl Daemon {
             snapshot: engine.snapshot,
             ended_generations: engine.ended_generations,
             crashes: engine.crashes,
-            shared_deps: Some(self.shared.status()),
+            shared_deps: Some(self.shared.status(self.fast_path_off.as_deref())),
         }
     }
 }

@@ -40,7 +40,7 @@ const MAX_PACKAGE_FILES: usize = 5000;
 
 /// rustc errors that say the dependencies on disk are not what the command line expects (a
 /// `cargo clean`, another toolchain): cargo rebuilds them.
-const DEPENDENCY_ERRORS: [&str; 7] =
+pub(crate) const DEPENDENCY_ERRORS: [&str; 7] =
     ["E0460", "E0461", "E0462", "E0463", "E0464", "E0514", "E0786"];
 
 /// The daemon's knowledge of the fast path: the last captured rustc of the handler and what it
@@ -260,11 +260,12 @@ pub(crate) enum Learned {
 }
 
 impl Learned {
-    /// The handler's rustc, when this was a cargo build that compiled the handler and succeeded.
-    pub(crate) fn handler_compiled_by_cargo(&self) -> Option<Invocation> {
+    /// The handler's rustc, when this was a cargo build that compiled (or tried to compile) the
+    /// handler, and whether the build succeeded.
+    pub(crate) fn handler_recorded_by_cargo(&self) -> Option<(Invocation, bool)> {
         match self {
-            Learned::Cargo(cargo) if cargo.succeeded => match &cargo.captured {
-                Some(Ok(captured)) => Some(captured.invocation.clone()),
+            Learned::Cargo(cargo) => match &cargo.captured {
+                Some(Ok(captured)) => Some((captured.invocation.clone(), cargo.succeeded)),
                 _ => None,
             },
             _ => None,
@@ -527,6 +528,11 @@ impl DirectRustc {
             },
             fallback: capture,
         }
+    }
+
+    /// The handler's rustc as cargo last ran it, when the fast path can run it.
+    pub(crate) fn invocation(&self) -> Option<Invocation> {
+        self.captured.as_ref().ok().map(|captured| captured.invocation.clone())
     }
 
     /// Takes in what a build learned.

@@ -55,6 +55,10 @@ pub(crate) struct SharedLibrary {
     incremental_dir: PathBuf,
     /// What it was built for: its generated manifest.
     pub(crate) manifest: String,
+    /// The `--extern`s of the handler's rustc it was built and checked for (cargo's file names
+    /// carry each crate's version and features): a command line with other ones is not built
+    /// on it.
+    checked_externs: Vec<String>,
     /// How long cargo took to build it.
     pub(crate) build_time: Duration,
 }
@@ -63,6 +67,11 @@ impl SharedLibrary {
     /// The handler's rustc arguments (`invocation`, as cargo ran it), rewritten to link on this
     /// library, or why they cannot be.
     pub(crate) fn arguments(&self, invocation: &Invocation) -> Result<Vec<String>, String> {
+        if extern_entries(invocation) != self.checked_externs {
+            return Err("the handler's dependencies changed since the shared library was built \
+                 (it is built again after cargo's next build of the handler)"
+                .to_owned());
+        }
         let mut arguments = Vec::with_capacity(invocation.arguments.len() + 12);
         let mut iterator = invocation.arguments.iter();
         while let Some(argument) = iterator.next() {
@@ -169,7 +178,7 @@ fn root(spec: &BuildSpec) -> PathBuf {
 pub(crate) async fn build(
     request: Request,
     progress: impl Fn(String) + Send + 'static,
-) -> Result<SharedLibrary, String> {
+) -> Result<Built, String> {
     if !cfg!(target_os = "linux") {
         return Err("only built on Linux".to_owned());
     }
@@ -196,8 +205,13 @@ pub(crate) async fn build(
             .ok_or_else(|| format!("cargo reported no library of `{name}` ({id})"))?;
         externs.insert(name.clone(), rlib.clone());
     }
-    let dylib = install(&dylib, &root.join("lib"))
-        .map_err(|error| format!("cannot copy the shared library: {error}"))?;
+    let dylib = {
+        let copies = root.join("lib");
+        tokio::task::spawn_blocking(move || install(&dylib, &copies))
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|error| format!("cannot copy the shared library: {error}"))?
+    };
     let dependency_dir =
         dylib_dependency_dir(&externs).ok_or("cargo reported no dependency of the library")?;
     let library = SharedLibrary {
@@ -208,13 +222,43 @@ pub(crate) async fn build(
         out_dir: root.join("handler").join(&request.spec.library_name),
         incremental_dir: root.join("handler").join(&request.spec.library_name).join("incremental"),
         manifest: format!("{}{}", package.manifest, package.lib_rs),
+        checked_externs: extern_entries(&request.invocation),
         build_time: started.elapsed(),
     };
     std::fs::create_dir_all(&library.out_dir)
         .map_err(|error| format!("cannot create {}: {error}", library.out_dir.display()))?;
     progress("compiling the handler on it once, to check that it links".to_owned());
-    check_handler_builds(&request.invocation, &library).await?;
-    Ok(library)
+    check(library, &request.invocation).await
+}
+
+/// What a build (or a check) of the shared library came to.
+#[derive(Debug)]
+pub(crate) enum Built {
+    /// Checked: saves of the handler's own sources link on it.
+    Ready(SharedLibrary),
+    /// Built, but the handler's sources had errors when it was checked (saved mid-edit): it is
+    /// checked again after the next good build of the handler.
+    Unchecked(SharedLibrary, String),
+}
+
+/// Compiles the handler's sources as they are now (`invocation`, cargo's rustc) on `library`.
+pub(crate) async fn check(
+    library: SharedLibrary,
+    invocation: &Invocation,
+) -> Result<Built, String> {
+    match check_handler_builds(invocation, &library).await {
+        Ok(()) => Ok(Built::Ready(library)),
+        Err(CheckFailure::HandlerErrors(why)) => Ok(Built::Unchecked(library, why)),
+        Err(CheckFailure::Incompatible(why)) => Err(why),
+    }
+}
+
+/// The handler's `--extern` entries, sorted.
+fn extern_entries(invocation: &Invocation) -> Vec<String> {
+    let mut entries: Vec<String> =
+        invocation.arguments_named("--extern").map(str::to_owned).collect();
+    entries.sort();
+    entries
 }
 
 /// The names of the crates the handler's rustc links (`--extern name=...rlib`).
@@ -335,8 +379,13 @@ fn generate_package(
     }
     manifest.insert("workspace".into(), toml::Table::new().into());
     let body = toml::to_string(&manifest).map_err(|error| error.to_string())?;
-    let name =
-        format!("hotswap-shared-deps-{:016x}", stable_hash(&format!("{}{body}", spec.profile)));
+    // The lock file too: two workspaces with the same dependencies but other versions of an
+    // indirect one never share a package (and its lock file).
+    let lock = std::fs::read_to_string(workspace_root.join("Cargo.lock")).unwrap_or_default();
+    let name = format!(
+        "hotswap-shared-deps-{:016x}",
+        stable_hash(&format!("{}{body}{lock}", spec.profile))
+    );
     let mut package = toml::Table::new();
     package.insert("name".into(), name.clone().into());
     package.insert("version".into(), "0.0.0".into());
@@ -414,43 +463,19 @@ async fn run_cargo(
 ) -> Result<(PathBuf, BTreeMap<String, PathBuf>), String> {
     let manifest = package_dir.join("Cargo.toml");
     let mut command = tokio::process::Command::new(&request.spec.cargo);
+    // `cargo rustc`: our flags go to the library's own rustc only (where it links: every
+    // dependency and libstd as shared libraries can, and it finds libstd by its rpath), while
+    // the user's flags (RUSTFLAGS, `build.rustflags`, `target.<triple>.rustflags`) reach every
+    // crate as in the handler's own build.
     command
-        .args(["build", "--lib", "--message-format=json", "--color=never", "--manifest-path"])
+        .args(["rustc", "--lib", "--message-format=json", "--color=never", "--manifest-path"])
         .arg(&manifest)
         .arg("--profile")
         .arg(&request.spec.profile)
         .arg("--target-dir")
-        .arg(target_dir);
-    // The user's flags and ours: every dependency and libstd as shared libraries can link; the
-    // library finds libstd by its rpath. RUSTFLAGS in the environment replace cargo's
-    // configured flags, so ours join them there; else `--config` adds ours to the configured
-    // `build.rustflags` (cargo joins arrays).
-    let ours = [
-        "-C".to_owned(),
-        "prefer-dynamic".to_owned(),
-        "-C".to_owned(),
-        format!("link-arg=-Wl,-rpath,{}", target_libdir.display()),
-    ];
-    let from_environment =
-        match (std::env::var("CARGO_ENCODED_RUSTFLAGS"), std::env::var("RUSTFLAGS")) {
-            (Ok(encoded), _) if !encoded.is_empty() => {
-                Some(encoded.split('\x1f').map(str::to_owned).collect::<Vec<_>>())
-            }
-            (_, Ok(flags)) if !flags.trim().is_empty() => {
-                Some(flags.split_whitespace().map(str::to_owned).collect())
-            }
-            _ => None,
-        };
-    match from_environment {
-        Some(flags) => {
-            let flags: Vec<String> = flags.into_iter().chain(ours).collect();
-            command.env_remove("RUSTFLAGS").env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
-        }
-        None => {
-            let array = toml::Value::Array(ours.into_iter().map(toml::Value::String).collect());
-            command.arg("--config").arg(format!("build.rustflags={array}"));
-        }
-    }
+        .arg(target_dir)
+        .args(["--", "-C", "prefer-dynamic", "-C"])
+        .arg(format!("link-arg=-Wl,-rpath,{}", target_libdir.display()));
     command
         .env("CARGO_TERM_PROGRESS_WHEN", "never")
         // Cargo reads its configuration (registries, source replacement, `[build]`) from the
@@ -461,11 +486,10 @@ async fn run_cargo(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // In the background: the user's own builds come first.
-    // SAFETY: setpriority(2) is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: `in_the_background` makes only async-signal-safe calls.
     unsafe {
         command.pre_exec(|| {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            in_the_background();
             Ok(())
         });
     }
@@ -544,6 +568,16 @@ async fn run_cargo(
     Ok((library, by_package))
 }
 
+/// In a child before it runs: a lower priority (the user's own builds come first), and a kill
+/// when the daemon dies (a SIGKILL of the daemon leaves no build behind it).
+fn in_the_background() {
+    // SAFETY: setpriority(2) and prctl(2) are async-signal-safe.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
 /// Kills a process group when dropped, unless its id was taken out.
 struct KillGroupOnDrop(Option<u32>);
 
@@ -574,6 +608,12 @@ fn install(library: &Path, directory: &Path) -> std::io::Result<PathBuf> {
     let file_name = library.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
     let destination = directory.join(id).join(file_name);
     if destination.is_file() {
+        // Used again: the newest, as far as removing old copies goes.
+        if let Some(parent) = destination.parent()
+            && let Ok(file) = std::fs::File::open(parent)
+        {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
         return Ok(destination);
     }
     remove_old_copies(directory);
@@ -604,12 +644,32 @@ fn remove_old_copies(directory: &Path) {
     }
 }
 
-/// Compiles the handler on the library (the rustc cargo ran, rewritten): it must build and link.
+/// Why the handler did not build on a library.
+#[derive(Debug)]
+enum CheckFailure {
+    /// The library does not fit the handler (its dependencies, linking, an older SDK): never
+    /// used.
+    Incompatible(String),
+    /// The handler's own code has errors (saved mid-edit while the library was built): checked
+    /// again after the next good build.
+    HandlerErrors(String),
+}
+
+/// rustc errors that say the library does not fit, rather than that the code is wrong.
+fn is_incompatibility(code: Option<&str>, message: &str) -> bool {
+    code.is_some_and(|code| super::direct::DEPENDENCY_ERRORS.contains(&code))
+        || ["linking with", "only shows up once", "cannot satisfy dependencies", "crate-type"]
+            .iter()
+            .any(|words| message.contains(words))
+}
+
+/// Compiles the handler on the library (the rustc cargo ran, rewritten): it must build, link
+/// and name the library.
 async fn check_handler_builds(
     invocation: &Invocation,
     library: &SharedLibrary,
-) -> Result<(), String> {
-    let arguments = library.arguments(invocation)?;
+) -> Result<(), CheckFailure> {
+    let arguments = library.arguments(invocation).map_err(CheckFailure::Incompatible)?;
     let mut command = tokio::process::Command::new(&invocation.program);
     command
         .args(arguments)
@@ -624,66 +684,104 @@ async fn check_handler_builds(
     // SAFETY: as in `run_cargo`.
     unsafe {
         command.pre_exec(|| {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            in_the_background();
             Ok(())
         });
     }
-    let child = command
-        .spawn()
-        .map_err(|error| format!("cannot run {}: {error}", invocation.program.display()))?;
+    let child = command.spawn().map_err(|error| {
+        CheckFailure::Incompatible(format!("cannot run {}: {error}", invocation.program.display()))
+    })?;
     let mut group = KillGroupOnDrop(child.id());
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|error| format!("rustc could not be waited for: {error}"))?;
+    let output = child.wait_with_output().await.map_err(|error| {
+        CheckFailure::Incompatible(format!("rustc could not be waited for: {error}"))
+    })?;
     group.0 = None;
     if output.status.success() {
-        return links_the_library(invocation, library);
+        let (invocation, out_dir, dylib) =
+            (invocation.clone(), library.out_dir.clone(), library.dylib.clone());
+        return tokio::task::spawn_blocking(move || {
+            links_the_library(&invocation, &out_dir, &dylib)
+        })
+        .await
+        .map_err(|error| CheckFailure::Incompatible(error.to_string()))?;
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let first_error = stderr
+    let errors: Vec<(Option<String>, String)> = stderr
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|message| message["level"] == "error")
-        .find_map(|message| message["message"].as_str().map(str::to_owned))
+        .map(|message| {
+            (
+                message["code"]["code"].as_str().map(str::to_owned),
+                message["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let first = errors
+        .first()
+        .map(|(_, message)| message.clone())
         .unwrap_or_else(|| stderr.lines().take(5).collect::<Vec<_>>().join("\n"));
-    Err(format!("the handler does not build on it ({}): {first_error}", output.status))
+    let why = format!("the handler does not build on it ({}): {first}", output.status);
+    if errors.is_empty()
+        || errors.iter().any(|(code, message)| is_incompatibility(code.as_deref(), message))
+    {
+        Err(CheckFailure::Incompatible(why))
+    } else {
+        Err(CheckFailure::HandlerErrors(why))
+    }
 }
 
 /// Whether the handler's library built on `library` needs it: an SDK older than the shared
 /// library names nothing under `--cfg hotswap_shared_deps`, and rustc then links every
 /// dependency in again.
-fn links_the_library(invocation: &Invocation, library: &SharedLibrary) -> Result<(), String> {
-    let crate_name = invocation.argument("--crate-name").ok_or("rustc had no --crate-name")?;
+fn links_the_library(
+    invocation: &Invocation,
+    out_dir: &Path,
+    dylib: &Path,
+) -> Result<(), CheckFailure> {
+    let incompatible = |why: String| CheckFailure::Incompatible(why);
+    let crate_name = invocation
+        .argument("--crate-name")
+        .ok_or_else(|| incompatible("rustc had no --crate-name".to_owned()))?;
     let extra = invocation
         .arguments_named("-C")
         .find_map(|option| option.strip_prefix("extra-filename="))
         .unwrap_or("");
-    let built =
-        library.out_dir.join(format!("lib{crate_name}{extra}{}", std::env::consts::DLL_SUFFIX));
+    let built = out_dir.join(format!("lib{crate_name}{extra}{}", std::env::consts::DLL_SUFFIX));
     let bytes = std::fs::read(&built)
-        .map_err(|error| format!("cannot read {}: {error}", built.display()))?;
-    let needed =
-        library.dylib.file_name().map(|name| name.as_encoded_bytes().to_vec()).unwrap_or_default();
+        .map_err(|error| incompatible(format!("cannot read {}: {error}", built.display())))?;
+    let needed = dylib.file_name().map(|name| name.as_encoded_bytes().to_vec()).unwrap_or_default();
     if needed.is_empty() || !bytes.windows(needed.len()).any(|window| window == needed) {
-        return Err(
-            "the handler's library does not load it: its hotswap-handler is older than the shared dependency library (update hotswap-handler)"
+        return Err(incompatible(
+            "the handler's library does not load it: its hotswap-handler is older than the \
+             shared dependency library (update hotswap-handler)"
                 .to_owned(),
-        );
+        ));
     }
     Ok(())
 }
 
-/// The daemon's shared library: off (and why), being built, or ready.
+/// How many times a library is checked again after the handler had errors on it.
+const CHECKS: u32 = 3;
+
+/// The daemon's shared library: off (and why), being built or checked, or ready.
 #[derive(Debug)]
 pub(crate) struct SharedDeps {
+    /// Why it is off for the daemon's life: the configuration, or a library that did not load.
     pub(crate) disabled: Option<String>,
     pub(crate) ready: Option<Arc<SharedLibrary>>,
-    /// The build running in the background, and the handler rustc it is for.
+    /// Built, but the handler had errors on it: checked again after its next good build, at
+    /// most this many more times.
+    pub(crate) unchecked: Option<(SharedLibrary, String, u32)>,
+    /// The checks left for the library being checked again now.
+    pub(crate) checks_left: Option<u32>,
+    /// The build or check running in the background.
     pub(crate) building: Option<tokio::task::JoinHandle<()>>,
+    /// Numbers each build and check: the report of an older one is ignored.
+    pub(crate) run: u64,
     /// Why the last build failed, until the next succeeds.
     pub(crate) failed: Option<String>,
-    /// The manifest of the last library built (said once in the log).
+    /// The manifest of the last library made ready (said once in the log).
     pub(crate) built_once: Option<String>,
 }
 
@@ -697,16 +795,76 @@ impl SharedDeps {
         } else {
             None
         };
-        Self { disabled, ready: None, building: None, failed: None, built_once: None }
+        Self {
+            disabled,
+            ready: None,
+            unchecked: None,
+            checks_left: None,
+            building: None,
+            run: 0,
+            failed: None,
+            built_once: None,
+        }
     }
-}
 
-impl SharedDeps {
-    /// What `hotswap status` says of it.
-    pub(crate) fn status(&self) -> hotswap_protocol::messages::SharedDepsStatus {
+    /// Stops what runs in the background and forgets the library: none is used until built
+    /// and checked again. Returns the number of the next run.
+    pub(crate) fn restart(&mut self) -> u64 {
+        self.ready = None;
+        self.unchecked = None;
+        self.checks_left = None;
+        if let Some(running) = self.building.take() {
+            running.abort();
+        }
+        self.run += 1;
+        self.run
+    }
+
+    /// Takes in what run `run` came to, and says what to log; `None` for an older run.
+    pub(crate) fn done(&mut self, run: u64, result: Result<Built, String>) -> Option<Outcome> {
+        if run != self.run {
+            return None;
+        }
+        self.building = None;
+        Some(match result {
+            Ok(Built::Ready(library)) => {
+                let first = self.built_once.as_deref() != Some(library.manifest.as_str());
+                self.built_once = Some(library.manifest.clone());
+                self.failed = None;
+                let library = Arc::new(library);
+                self.ready = Some(library.clone());
+                Outcome::Ready { library, first }
+            }
+            Ok(Built::Unchecked(library, why)) => {
+                let left = self.checks_left.take().unwrap_or(CHECKS);
+                if left == 0 {
+                    let why = format!("the handler builds without it, but not on it: {why}");
+                    self.failed = Some(why.clone());
+                    Outcome::Failed { why }
+                } else {
+                    self.unchecked = Some((library, why.clone(), left - 1));
+                    Outcome::Waiting { why }
+                }
+            }
+            Err(why) => {
+                self.failed = Some(why.clone());
+                Outcome::Failed { why }
+            }
+        })
+    }
+
+    /// What `hotswap status` says of it; `fast_path_off` is why direct builds are not run, if
+    /// they are not.
+    pub(crate) fn status(
+        &self,
+        fast_path_off: Option<&str>,
+    ) -> hotswap_protocol::messages::SharedDepsStatus {
         use hotswap_protocol::messages::SharedDepsStatus;
         if let Some(reason) = &self.disabled {
             return SharedDepsStatus::Off { reason: reason.clone() };
+        }
+        if let Some(why) = fast_path_off {
+            return SharedDepsStatus::Off { reason: format!("the fast path is off: {why}") };
         }
         if let Some(library) = &self.ready {
             return SharedDepsStatus::Ready {
@@ -717,6 +875,11 @@ impl SharedDeps {
         if self.building.is_some() {
             return SharedDepsStatus::Building;
         }
+        if let Some((_, why, _)) = &self.unchecked {
+            return SharedDepsStatus::Off {
+                reason: format!("checked again after the handler's next good build: {why}"),
+            };
+        }
         SharedDepsStatus::Off {
             reason: self
                 .failed
@@ -726,11 +889,20 @@ impl SharedDeps {
     }
 }
 
+/// What a finished run means for the log.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Ready { library: Arc<SharedLibrary>, first: bool },
+    Waiting { why: String },
+    Failed { why: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn library() -> SharedLibrary {
+    /// The library, as checked with `checked`'s command line.
+    fn library(checked: &Invocation) -> SharedLibrary {
         let mut externs = BTreeMap::new();
         externs.insert("axum".to_owned(), PathBuf::from("/s/target/debug/deps/libaxum-1.rlib"));
         externs.insert("serde".to_owned(), PathBuf::from("/s/target/debug/deps/libserde-2.rlib"));
@@ -742,6 +914,7 @@ mod tests {
             out_dir: PathBuf::from("/s/handler/app"),
             incremental_dir: PathBuf::from("/s/handler/app/incremental"),
             manifest: String::new(),
+            checked_externs: extern_entries(checked),
             build_time: Duration::ZERO,
         }
     }
@@ -777,7 +950,7 @@ mod tests {
             "-C",
             "debuginfo=1",
         ]);
-        let arguments = library().arguments(&cargo).unwrap();
+        let arguments = library(&cargo).arguments(&cargo).unwrap();
         let text = arguments.join(" ");
         assert!(text.contains("--extern axum=/s/target/debug/deps/libaxum-1.rlib"), "{text}");
         assert!(text.contains("--extern serde=/s/target/debug/deps/libserde-2.rlib"), "{text}");
@@ -800,7 +973,18 @@ mod tests {
     #[test]
     fn a_crate_the_library_lacks_is_refused() {
         let cargo = invocation(&["--extern", "uuid=/app/target/debug/deps/libuuid-1.rlib"]);
-        let error = library().arguments(&cargo).unwrap_err();
+        let error = library(&cargo).arguments(&cargo).unwrap_err();
         assert!(error.contains("no `uuid`"), "{error}");
+    }
+
+    #[test]
+    fn a_command_line_with_other_dependencies_is_refused() {
+        // What the library was checked with, then cargo's next command line (a version bump:
+        // another file name), recorded by a build that failed.
+        let checked = invocation(&["--extern", "axum=/app/target/debug/deps/libaxum-9.rlib"]);
+        let bumped = invocation(&["--extern", "axum=/app/target/debug/deps/libaxum-10.rlib"]);
+        let error = library(&checked).arguments(&bumped).unwrap_err();
+        assert!(error.contains("dependencies changed"), "{error}");
+        assert!(library(&checked).arguments(&checked).is_ok());
     }
 }
