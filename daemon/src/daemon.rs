@@ -243,7 +243,7 @@ impl Daemon {
             return;
         }
         // The dependencies may have changed with this build: none is used until checked.
-        let run = self.shared.restart();
+        let run = self.shared.restart(Some(&invocation));
         let request = shared_deps::Request {
             invocation,
             spec: self.parts.build.clone(),
@@ -272,12 +272,17 @@ impl Daemon {
     }
 
     /// A direct build of the handler succeeded: a library the handler had errors on when it
-    /// was checked is checked again.
+    /// was checked is checked again; with none for its command line (the first cargo build
+    /// failed, or one with other dependencies did), one is built.
     fn check_shared_deps_again(&mut self) {
         if self.shared.building.is_some() {
             return;
         }
         let Some(invocation) = self.direct.invocation() else { return };
+        if self.shared.wants_build_for(&invocation) {
+            self.build_shared_deps(invocation);
+            return;
+        }
         let Some((library, _, left)) = self.shared.unchecked.take() else { return };
         self.shared.run += 1;
         let run = self.shared.run;
@@ -320,7 +325,7 @@ impl Daemon {
         tracing::warn!(
             "a handler library built on the shared dependency library did not load ({message}); building it again with its dependencies linked in, and not using the shared library until hotswap serve restarts"
         );
-        self.shared.restart();
+        self.shared.restart(None);
         self.shared.disabled = Some(format!(
             "a library built on it did not load ({message}); restart hotswap serve to try again"
         ));
@@ -342,12 +347,10 @@ impl Daemon {
             Message::BuildDone { build, mut output, packages } => {
                 match output.learned.handler_recorded_by_cargo() {
                     Some((invocation, true)) => self.build_shared_deps(invocation),
-                    // A failed build may have changed the dependencies: none is used until
-                    // cargo next builds the handler.
-                    Some((_, false)) => {
-                        self.shared.restart();
-                    }
-                    None => {}
+                    // A failed build may have changed the dependencies: the library stays for
+                    // command lines with the `--extern`s it was checked with, and is built
+                    // again after cargo's next good build.
+                    Some((_, false)) | None => {}
                 }
                 let direct_succeeded = output.built_with == BuiltWith::Rustc
                     && matches!(output.result, BuildResult::Succeeded { .. });

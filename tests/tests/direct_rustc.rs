@@ -521,3 +521,28 @@ async fn with_the_dependencies_linked_once_a_save_links_only_the_app_s_code() {
     assert!(session.body("/").await.starts_with("again "));
     assert_eq!(session.body("/counter").await, "2\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_first_build_that_failed_the_shared_library_comes_with_the_fix() {
+    let app = App::scaffold("shared-deps-late");
+    app.edit_library(SCAFFOLD_GREETING, "\"not a String\"");
+    let daemon = app.serve_from(&app.directory, &[], &[("HOTSWAP_SHARED_DEPS", "1")]).await;
+    let events = daemon.subscriber().await;
+    let mut session = Session { events, daemon, app, greeting: "\"not a String\"".to_owned() };
+    // The first build (cargo) fails: nothing serves, no shared library is built.
+    let deadline = std::time::Instant::now() + BUILD_TIMEOUT;
+    while session.daemon.status().await.last_build.is_none() {
+        assert!(std::time::Instant::now() < deadline, "{}", session.daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(session.daemon.status().await.last_build.unwrap().outcome, BuildOutcome::Failed);
+    // Fixed: rustc directly, with the dependencies linked in; then the shared library is built
+    // for it, and the next save links on it.
+    session.set_greeting("\"fixed\\n\".to_owned()");
+    session.save_and_swap(&["src/lib.rs"], BuiltWith::Rustc).await;
+    assert_eq!(session.body("/").await, "fixed\n");
+    wait_for_shared_library(&session.daemon).await;
+    session.set_greeting("\"fixed, on the shared library\\n\".to_owned()");
+    session.save_and_swap(&["src/lib.rs"], BuiltWith::RustcSharedDeps).await;
+    assert_eq!(session.body("/").await, "fixed, on the shared library\n");
+}

@@ -783,6 +783,8 @@ pub(crate) struct SharedDeps {
     pub(crate) failed: Option<String>,
     /// The manifest of the last library made ready (said once in the log).
     pub(crate) built_once: Option<String>,
+    /// The `--extern`s of the handler's rustc the last build was for.
+    tried: Option<Vec<String>>,
 }
 
 impl SharedDeps {
@@ -804,12 +806,26 @@ impl SharedDeps {
             run: 0,
             failed: None,
             built_once: None,
+            tried: None,
         }
     }
 
+    /// Whether a library should be built for the handler's rustc `invocation` (one that a good
+    /// direct build just ran): none is being built or checked, and none was built for it yet
+    /// (its first cargo build failed, or one with other dependencies did).
+    pub(crate) fn wants_build_for(&self, invocation: &Invocation) -> bool {
+        let entries = extern_entries(invocation);
+        self.disabled.is_none()
+            && self.building.is_none()
+            && self.unchecked.is_none()
+            && self.ready.as_ref().is_none_or(|library| library.checked_externs != entries)
+            && self.tried.as_ref() != Some(&entries)
+    }
+
     /// Stops what runs in the background and forgets the library: none is used until built
-    /// and checked again. Returns the number of the next run.
-    pub(crate) fn restart(&mut self) -> u64 {
+    /// and checked again (for `invocation`, when given). Returns the number of the next run.
+    pub(crate) fn restart(&mut self, invocation: Option<&Invocation>) -> u64 {
+        self.tried = invocation.map(extern_entries);
         self.ready = None;
         self.unchecked = None;
         self.checks_left = None;
@@ -986,5 +1002,51 @@ mod tests {
         let error = library(&checked).arguments(&bumped).unwrap_err();
         assert!(error.contains("dependencies changed"), "{error}");
         assert!(library(&checked).arguments(&checked).is_ok());
+    }
+
+    #[test]
+    fn a_library_the_handler_had_errors_on_waits_and_is_given_up_after_its_checks() {
+        use hotswap_protocol::messages::SharedDepsStatus;
+        let cargo = invocation(&["--extern", "axum=/app/target/debug/deps/libaxum-9.rlib"]);
+        let mut shared = SharedDeps::new(true);
+        let run = shared.restart(Some(&cargo));
+        assert!(matches!(shared.status(None), SharedDepsStatus::Off { .. }));
+        let outcome = shared.done(run, Ok(Built::Unchecked(library(&cargo), "E0308".into())));
+        assert!(matches!(outcome, Some(Outcome::Waiting { .. })), "{outcome:?}");
+        let SharedDepsStatus::Off { reason } = shared.status(None) else { panic!() };
+        assert!(reason.contains("checked again after the handler's next good build"), "{reason}");
+        assert!(!shared.wants_build_for(&cargo), "it waits for its check, not a build");
+        // Each check again (after a good build) that meets errors uses one of its checks.
+        for _ in 0..CHECKS {
+            let (library, _, left) = shared.unchecked.take().expect("waiting");
+            shared.run += 1;
+            shared.checks_left = Some(left);
+            let outcome = shared.done(shared.run, Ok(Built::Unchecked(library, "E0308".into())));
+            if left == 0 {
+                assert!(matches!(outcome, Some(Outcome::Failed { .. })), "{outcome:?}");
+            }
+        }
+        assert!(shared.unchecked.is_none() && shared.ready.is_none());
+        let SharedDepsStatus::Off { reason } = shared.status(None) else { panic!() };
+        assert!(reason.contains("builds without it, but not on it"), "{reason}");
+        assert!(!shared.wants_build_for(&cargo), "not built again for the same command line");
+        let bumped = invocation(&["--extern", "axum=/app/target/debug/deps/libaxum-10.rlib"]);
+        assert!(shared.wants_build_for(&bumped), "built for other dependencies");
+    }
+
+    #[test]
+    fn the_report_of_an_overtaken_run_is_dropped() {
+        let cargo = invocation(&["--extern", "axum=/app/target/debug/deps/libaxum-9.rlib"]);
+        let mut shared = SharedDeps::new(true);
+        let old = shared.restart(Some(&cargo));
+        let new = shared.restart(Some(&cargo));
+        assert!(shared.done(old, Ok(Built::Ready(library(&cargo)))).is_none());
+        assert!(shared.ready.is_none());
+        assert!(matches!(
+            shared.done(new, Ok(Built::Ready(library(&cargo)))),
+            Some(Outcome::Ready { first: true, .. })
+        ));
+        assert!(shared.ready.is_some());
+        assert!(!shared.wants_build_for(&cargo));
     }
 }
