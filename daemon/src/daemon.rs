@@ -298,17 +298,14 @@ impl Daemon {
 
     fn shared_deps_done(&mut self, run: u64, result: Result<shared_deps::Built, String>) {
         match self.shared.done(run, result) {
-            None => {}
-            Some(shared_deps::Outcome::Ready { library, first }) => {
-                if first {
-                    let size =
-                        std::fs::metadata(&library.dylib).map(|file| file.len()).unwrap_or(0);
-                    tracing::info!(
-                        "shared dependency library ready ({:.1} MiB, {:.1} s): saves of the handler's own sources now link only its code",
-                        size as f64 / (1024.0 * 1024.0),
-                        library.build_time.as_secs_f64()
-                    );
-                }
+            None | Some(shared_deps::Outcome::Ready { first: false, .. }) => {}
+            Some(shared_deps::Outcome::Ready { library, first: true }) => {
+                let size = std::fs::metadata(&library.dylib).map(|file| file.len()).unwrap_or(0);
+                tracing::info!(
+                    "shared dependency library ready ({:.1} MiB, {:.1} s): saves of the handler's own sources now link only its code",
+                    size as f64 / (1024.0 * 1024.0),
+                    library.build_time.as_secs_f64()
+                );
             }
             Some(shared_deps::Outcome::Waiting { why }) => tracing::info!(
                 "shared dependency library built; checked again after the handler's next good build ({why})"
@@ -345,12 +342,10 @@ impl Daemon {
         match message {
             Message::Request { request, reply } => self.request(request, reply),
             Message::BuildDone { build, mut output, packages } => {
-                match output.learned.handler_recorded_by_cargo() {
-                    Some((invocation, true)) => self.build_shared_deps(invocation),
-                    // A failed build may have changed the dependencies: the library stays for
-                    // command lines with the `--extern`s it was checked with, and is built
-                    // again after cargo's next good build.
-                    Some((_, false)) | None => {}
+                // After a failed build (which may have changed the dependencies) the library
+                // stays for command lines with the `--extern`s it was checked with.
+                if let Some((invocation, true)) = output.learned.handler_recorded_by_cargo() {
+                    self.build_shared_deps(invocation);
                 }
                 let direct_succeeded = output.built_with == BuiltWith::Rustc
                     && matches!(output.result, BuildResult::Succeeded { .. });

@@ -349,6 +349,22 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// `shared_deps` from hotswap.toml, unless `HOTSWAP_SHARED_DEPS` says otherwise (`0`/`false`/
+/// `off` or `1`/`true`/`on`).
+fn shared_deps_setting(from_file: bool) -> bool {
+    match std::env::var("HOTSWAP_SHARED_DEPS").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Ok("0" | "false" | "off" | "no") => false,
+        Ok("1" | "true" | "on" | "yes") => true,
+        Ok(other) => {
+            tracing::warn!(
+                "HOTSWAP_SHARED_DEPS={other} is not 0 or 1: `shared_deps = {from_file}` from hotswap.toml holds"
+            );
+            from_file
+        }
+        Err(_) => from_file,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::handler_log_directives;
@@ -366,21 +382,5 @@ mod tests {
             "info,tower_http=debug"
         );
         assert_eq!(handler_log_directives(None, 0, None), "info");
-    }
-}
-
-/// `shared_deps` from hotswap.toml, unless `HOTSWAP_SHARED_DEPS` says otherwise (`0`/`false`/
-/// `off` or `1`/`true`/`on`).
-fn shared_deps_setting(from_file: bool) -> bool {
-    match std::env::var("HOTSWAP_SHARED_DEPS").as_deref().map(str::to_ascii_lowercase).as_deref() {
-        Ok("0" | "false" | "off" | "no") => false,
-        Ok("1" | "true" | "on" | "yes") => true,
-        Ok(other) => {
-            tracing::warn!(
-                "HOTSWAP_SHARED_DEPS={other} is not 0 or 1: `shared_deps = {from_file}` from hotswap.toml holds"
-            );
-            from_file
-        }
-        Err(_) => from_file,
     }
 }

@@ -540,10 +540,11 @@ async fn run_cargo(
                         );
                     }
                 }
-                Ok(Message::CompilerMessage(message)) => {
-                    if message.message.level == cargo_metadata::diagnostic::DiagnosticLevel::Error {
-                        failures.push(message.message.rendered.unwrap_or(message.message.message));
-                    }
+                Ok(Message::CompilerMessage(message))
+                    if message.message.level
+                        == cargo_metadata::diagnostic::DiagnosticLevel::Error =>
+                {
+                    failures.push(message.message.rendered.unwrap_or(message.message.message));
                 }
                 _ => {}
             }
