@@ -27,6 +27,11 @@ if [ "$with_daemon" = 1 ] && [ -z "${HOTSWAP_BIN:-}" ]; then
   export HOTSWAP_BIN="$repository/target/debug/hotswap"
 fi
 
+# The real daemon builds the app's dependencies as a shared library in the background, which
+# takes a minute of both CPUs: these tests are about the editor, so it is off (tests/tests/
+# direct_rustc.rs and tests/tests/examples.rs test it).
+export HOTSWAP_SHARED_DEPS="${HOTSWAP_SHARED_DEPS:-0}"
+
 step "scripts/vscode-e2e-setup.sh"
 scripts/vscode-e2e-setup.sh
 

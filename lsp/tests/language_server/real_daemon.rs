@@ -82,6 +82,9 @@ impl ServedApp {
             .arg(&root)
             .args(["--listen", &http_address])
             .env("XDG_RUNTIME_DIR", &runtime_dir)
+            // Editors are what these tests are about, not the shared dependency library, which
+            // would take a minute of both CPUs to build in the background.
+            .env("HOTSWAP_SHARED_DEPS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
