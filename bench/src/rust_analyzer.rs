@@ -1,9 +1,10 @@
 //! A real rust-analyzer, driven over LSP on stdio as an editor drives it, for the run with its
 //! check-on-save alongside: `initialize` with the workspace, `didOpen` of the file the benchmark
 //! edits, and for each save a `didChange` with the new text and a `didSave`, which starts its
-//! default check-on-save (`cargo check --workspace --all-targets`, in the workspace's own target
-//! directory, since rust-analyzer's `cargo.targetDir` is unset by default). Its settings are its
-//! defaults: the client sends no `initializationOptions`.
+//! default check-on-save (`cargo check` with `--all-targets`, in the workspace's own target
+//! directory, since rust-analyzer's `cargo.targetDir` is unset by default; the report quotes the
+//! command line it ran). Its settings are its defaults: the client sends no
+//! `initializationOptions`.
 //!
 //! The end of a check is the end of the `$/progress` that rust-analyzer reports for it (its
 //! "flycheck"); the end of start-up is its `experimental/serverStatus` saying `quiescent`.
@@ -49,6 +50,8 @@ pub(crate) struct RustAnalyzer {
     document: PathBuf,
     /// When the last save was sent.
     saved_at: Instant,
+    /// The command line of its check, as seen in `/proc` during the first check.
+    pub(crate) check_command: Option<String>,
 }
 
 /// `rust-analyzer --version`, or `None` when it does not run (the rustup proxy without the
@@ -120,6 +123,7 @@ impl RustAnalyzer {
             version: 1,
             document: document.to_path_buf(),
             saved_at: Instant::now(),
+            check_command: None,
         };
         analyzer.send(json!({
             "jsonrpc": "2.0",
@@ -146,9 +150,23 @@ impl RustAnalyzer {
             } }),
         )?;
         analyzer.wait_for(COLD_TIMEOUT, |event| matches!(event, Event::Quiescent)).await?;
-        // The first check, not measured.
+        // The first check, not measured; its command line is what the report quotes.
+        let pid = analyzer.child.id().context("rust-analyzer has a pid")?;
+        let watcher = tokio::spawn(async move {
+            loop {
+                if let Some(command) = child_cargo_command(pid) {
+                    return command;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
         analyzer.save(&text)?;
         analyzer.wait_for_check(COLD_TIMEOUT).await?;
+        if watcher.is_finished() {
+            analyzer.check_command = watcher.await.ok();
+        } else {
+            watcher.abort();
+        }
         Ok(analyzer)
     }
 
@@ -223,6 +241,43 @@ impl RustAnalyzer {
         }
         Ok(())
     }
+}
+
+/// The command line of a `cargo` that process `parent` runs, if any (its check).
+fn child_cargo_command(parent: u32) -> Option<String> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The parent's pid is the second field after the command's closing parenthesis.
+        let parent_of = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|field| field.parse::<u32>().ok());
+        if parent_of != Some(parent) {
+            continue;
+        }
+        let Ok(command_line) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let arguments: Vec<String> = command_line
+            .split(|byte| *byte == 0)
+            .filter(|argument| !argument.is_empty())
+            .map(|argument| String::from_utf8_lossy(argument).into_owned())
+            .collect();
+        let is_cargo = arguments.first().is_some_and(|program| {
+            Path::new(program).file_name().is_some_and(|name| name == "cargo")
+        });
+        if is_cargo && arguments.iter().any(|argument| argument == "check") {
+            let mut shown = vec!["cargo".to_owned()];
+            shown.extend(arguments.into_iter().skip(1));
+            return Some(shown.join(" "));
+        }
+    }
+    None
 }
 
 /// Answers rust-analyzer's requests (progress tokens, registrations: all accepted with `null`)

@@ -434,6 +434,23 @@ async fn run_with_rust_analyzer(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+    let shown = |analyzer: &RustAnalyzer| {
+        analyzer.check_command.as_ref().map_or_else(
+            || "(not seen)".to_owned(),
+            |command| {
+                format!(
+                    "`{}`",
+                    command
+                        .replace(
+                            &context.workspace.user_style.root.display().to_string(),
+                            "user-apps"
+                        )
+                        .replace(&context.workspace.root.display().to_string(), "apps")
+                )
+            },
+        )
+    };
+    let commands = (shown(&for_hotswap), shown(&for_user_style));
     for_hotswap.stop().await?;
     for_user_style.stop().await?;
     app.restore()?;
@@ -487,17 +504,16 @@ async fn run_with_rust_analyzer(
     section.notes.push(format!(
         "{} rounds after one warm-up round, after the rounds of case 1, with {version} (its default settings: the client sends no initializationOptions). \
          Each save is also sent to a real rust-analyzer over LSP on stdio, as an editor sends it (`didChange` with the new text, then `didSave`), at the instant \
-         the path starts; its default check-on-save then runs `cargo check --workspace --all-targets --message-format=json-diagnostic-rendered-ansi` in the \
-         workspace of the edited file, and both share the machine's CPUs. One rust-analyzer works on the benchmark's apps workspace (the floor's and \
-         hotswap's edit, in tracker/src/lib.rs: its check covers tracker and tracker-standalone, each as library or binary and as test), another on the \
-         axum binaries' workspace (the restart's edit, in tracker-axum/src/main.rs). The next save waits until the check has ended. \
-         \"rust-analyzer's check\" is from the save to the end of its check (the end of its `$/progress`).",
-        context.effort.rust_analyzer_rounds
+         the path starts; its default check-on-save then runs `cargo check` on the package of the saved file, and both share the machine's CPUs. \
+         One rust-analyzer works on the benchmark's apps workspace (the floor's and hotswap's edit, in tracker/src/lib.rs), where it ran {}; \
+         another on the axum binaries' workspace (the restart's edit, in tracker-axum/src/main.rs), where it ran {} (as seen in /proc during its first check). \
+         The next save waits until the check has ended. \"rust-analyzer's check\" is from the save to the end of its check (the end of its `$/progress`).",
+        context.effort.rust_analyzer_rounds, commands.0, commands.1
     ));
     section.notes.push(
         "rust-analyzer's check runs in the workspace's own target directory (its `cargo.targetDir` is unset by default), the one the floor's `cargo build` and \
-         the axum binary's build use too: cargo lets one command at a time use a target directory's profile (\"Blocking waiting for file lock on build directory\"), \
-         so those builds start when the check is done. hotswap's save here is built by rustc directly, which takes no cargo lock; \
+         the axum binary's build use too. Cargo lets one command at a time build in a target directory (\"Blocking waiting for file lock on build directory\"): \
+         that build and the check take turns, and the time of whichever waits includes the other's. hotswap's save here is built by rustc directly, which takes no cargo lock; \
          the daemon shares the target directory only because the benchmark points it there (its default is `target/hotswap`). \
          \"vs the same path without rust-analyzer\" divides this median by the median of the same path in table 1 (measured minutes apart, not side by side)."
             .to_owned(),
