@@ -1,6 +1,7 @@
 //! The apps the benchmark edits and builds, kept apart from the repository's `examples/` so that a
 //! run never touches files other people work on: copies of `examples/hello` and `examples/todo`
-//! (each with a `hotswap.toml` for the daemon), and each app again as one binary served by
+//! (each with a `hotswap.toml` for the daemon) and the big app the benchmark generates
+//! (`tracker`, see [`crate::big_app`]), and each app again as one binary served by
 //! hotswap's SDK (`<app>-standalone`, serving the same `src/lib.rs` with
 //! `hotswap_handler::standalone`), in one cargo workspace under `target/hotswap-bench/apps` with
 //! one shared target directory; and each app as a user without hotswap writes it (`<app>-axum`,
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::big_app;
 use crate::cases::swap_cost::FULL_DEBUG_INFO;
 use crate::user_style::{
     self, BuildProfile, CheckedRequest, Linker, UserStyleCrate, UserStyleSource,
@@ -36,10 +38,14 @@ impl OneLineEdit {
     }
 }
 
-/// An example app as the benchmark uses it.
+/// An app as the benchmark uses it.
 #[derive(Debug, Clone)]
 pub(crate) struct BenchApp {
     pub(crate) name: String,
+    /// Where the app comes from, as the report and errors name it (`examples/todo`).
+    pub(crate) origin: String,
+    /// Whether every case measures the app; the big app is measured by case 1 only.
+    pub(crate) in_every_case: bool,
     pub(crate) directory: PathBuf,
     pub(crate) source_file: PathBuf,
     original_source: String,
@@ -53,21 +59,36 @@ pub(crate) struct BenchApp {
     pub(crate) checked_requests: &'static [CheckedRequest],
 }
 
-/// An app of the benchmark: which example, how it is changed, how a user without hotswap
+/// Where an app of the benchmark comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AppSource {
+    /// The example of the same name in `examples/`, copied.
+    Example,
+    /// Written by the benchmark into the app's directory by this function (the big app).
+    Generated(fn(&Path) -> anyhow::Result<()>),
+}
+
+/// An app of the benchmark: where it comes from, how it is changed, how a user without hotswap
 /// writes it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AppDefinition {
     pub(crate) name: &'static str,
+    pub(crate) source: AppSource,
+    /// Whether every case measures it, or case 1 only.
+    pub(crate) in_every_case: bool,
     pub(crate) edit: OneLineEdit,
     pub(crate) request_path: &'static str,
     pub(crate) user_style: UserStyleSource,
     pub(crate) checked_requests: &'static [CheckedRequest],
 }
 
-/// The apps and how each is changed: the greeting of `hello`, the summary line of `todo`.
-pub(crate) const APPS: [AppDefinition; 2] = [
+/// The apps and how each is changed: the greeting of `hello`, the summary line of `todo`, the
+/// dashboard's headline of `tracker`.
+pub(crate) const APPS: [AppDefinition; 3] = [
     AppDefinition {
         name: "hello",
+        source: AppSource::Example,
+        in_every_case: true,
         edit: OneLineEdit {
             original: "\"hello from hotswap\\n\"",
             replacement: "\"hello from hotswap {edit}\\n\"",
@@ -78,6 +99,8 @@ pub(crate) const APPS: [AppDefinition; 2] = [
     },
     AppDefinition {
         name: "todo",
+        source: AppSource::Example,
+        in_every_case: true,
         edit: OneLineEdit {
             original: "\"todo: {} items, {open} open\\n\"",
             replacement: "\"todo {edit}: {} items, {open} open\\n\"",
@@ -85,6 +108,15 @@ pub(crate) const APPS: [AppDefinition; 2] = [
         request_path: "/",
         user_style: user_style::TODO_AXUM,
         checked_requests: user_style::TODO_CHECKED_REQUESTS,
+    },
+    AppDefinition {
+        name: big_app::NAME,
+        source: AppSource::Generated(big_app::write),
+        in_every_case: false,
+        edit: big_app::EDIT,
+        request_path: "/",
+        user_style: big_app::USER_STYLE,
+        checked_requests: big_app::CHECKED_REQUESTS,
     },
 ];
 
@@ -128,8 +160,8 @@ impl BenchApp {
         build.insert("target_dir".into(), target_dir.display().to_string().into());
         build.insert("debounce_ms".into(), toml::Value::Integer(debounce_ms as i64));
         let text = format!(
-            "# Written by hotswap-bench from examples/{}/hotswap.toml.\n{}",
-            self.name,
+            "# Written by hotswap-bench from {}/hotswap.toml.\n{}",
+            self.origin,
             toml::to_string(&config)?
         );
         std::fs::write(&path, text)?;
@@ -172,14 +204,33 @@ impl BenchWorkspace {
             &examples,
             &APPS.map(|definition| format!("{}-axum", definition.name)),
         )?;
-        for AppDefinition { name, edit, request_path, user_style, checked_requests } in APPS {
+        for AppDefinition {
+            name,
+            source,
+            in_every_case,
+            edit,
+            request_path,
+            user_style,
+            checked_requests,
+        } in APPS
+        {
             let directory = root.join(name);
-            copy_directory(&examples.join(name), &directory, &["target"])?;
+            let origin = match source {
+                AppSource::Example => {
+                    copy_directory(&examples.join(name), &directory, &["target"])?;
+                    format!("examples/{name}")
+                }
+                AppSource::Generated(write) => {
+                    write(&directory).with_context(|| format!("cannot generate the app {name}"))?;
+                    // Generated by bench/src/big_app.rs.
+                    format!("target/hotswap-bench/apps/{name}")
+                }
+            };
             let source_file = directory.join("src/lib.rs");
             let original_source = std::fs::read_to_string(&source_file)?;
             if !original_source.contains(edit.original) {
                 bail!(
-                    "examples/{name}/src/lib.rs no longer contains {} (the line the benchmark edits); \
+                    "{origin}'s src/lib.rs no longer contains {} (the line the benchmark edits); \
                      update APPS in bench/src/bench_workspace.rs",
                     edit.original
                 );
@@ -189,11 +240,13 @@ impl BenchWorkspace {
                 &directory,
                 &root.join(&standalone_package),
                 name,
+                &origin,
                 &original_source,
             )?;
             let user_style = user_style_workspace.write_crate(
                 name,
-                &examples.join(name),
+                &origin,
+                &directory,
                 user_style,
                 &original_source,
                 edit.original,
@@ -209,6 +262,8 @@ impl BenchWorkspace {
             members.push(standalone_package.clone());
             apps.push(BenchApp {
                 name: name.to_owned(),
+                origin,
+                in_every_case,
                 directory,
                 source_file,
                 original_source,
@@ -255,6 +310,11 @@ impl BenchWorkspace {
 
     pub(crate) fn app(&self, name: &str) -> &BenchApp {
         self.apps.iter().find(|app| app.name == name).expect("a known app")
+    }
+
+    /// The apps every case measures (all but the big app, which case 1 measures alone).
+    pub(crate) fn apps_of_every_case(&self) -> Vec<BenchApp> {
+        self.apps.iter().filter(|app| app.in_every_case).cloned().collect()
     }
 
     /// The command the daemon runs for `app` (see `daemon/src/builder.rs`), in `target_dir`,
@@ -378,7 +438,7 @@ pub(crate) fn cargo_program() -> PathBuf {
 
 /// Copies `from` into `to` (files overwritten only when they differ, so cargo sees no change
 /// where there is none), skipping directories named in `skip`.
-fn copy_directory(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn copy_directory(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in
         std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
@@ -402,15 +462,17 @@ fn copy_directory(from: &Path, to: &Path, skip: &[&str]) -> anyhow::Result<()> {
 }
 
 /// The app as one binary on hotswap's SDK: its `src/lib.rs` as a module, served by
-/// `hotswap_handler::standalone`, with the app's own dependencies.
+/// `hotswap_handler::standalone`, with the app's own dependencies (and its askama `templates/`,
+/// which askama reads from the directory of the crate it compiles).
 fn write_standalone_crate(
     app_directory: &Path,
     crate_directory: &Path,
     app_name: &str,
+    origin: &str,
     source: &str,
 ) -> anyhow::Result<()> {
     let handler_type = user_style::exported_handler_type(source).with_context(|| {
-        format!("no export_handler!(...) or export_router!(...) in examples/{app_name}/src/lib.rs")
+        format!("no export_handler!(...) or export_router!(...) in {origin}/src/lib.rs")
     })?;
     let mut manifest: toml::Table =
         std::fs::read_to_string(app_directory.join("Cargo.toml"))?.parse()?;
@@ -419,7 +481,8 @@ fn write_standalone_crate(
     package.insert("name".into(), format!("{app_name}-standalone").into());
     package.insert(
         "description".into(),
-        format!("examples/{app_name} as one ordinary binary (hotswap-bench's relink-and-restart baseline).").into(),
+        format!("{origin} as one ordinary binary (hotswap-bench's relink-and-restart baseline).")
+            .into(),
     );
     let mut binary = toml::Table::new();
     binary.insert("name".into(), format!("{app_name}-standalone").into());
@@ -449,15 +512,22 @@ fn write_standalone_crate(
     std::fs::create_dir_all(&source_directory)?;
     let manifest_text = format!("# Written by hotswap-bench.\n{}", toml::to_string(&manifest)?);
     write_if_changed(&crate_directory.join("Cargo.toml"), &manifest_text)?;
-    let main = STANDALONE_MAIN.replace("{app}", app_name).replace("{Handler}", &handler_type);
+    let main = STANDALONE_MAIN
+        .replace("{origin}", origin)
+        .replace("{app}", app_name)
+        .replace("{Handler}", &handler_type);
     write_if_changed(&source_directory.join("main.rs"), &main)?;
+    let templates = app_directory.join("templates");
+    if templates.is_dir() {
+        copy_directory(&templates, &crate_directory.join("templates"), &[])?;
+    }
     Ok(())
 }
 
 /// `src/main.rs` of an app as one binary. `HOTSWAP_BENCH_LISTEN` names the address to bind unless
 /// a socket is passed with `LISTEN_FDS`; `HOTSWAP_BENCH_GRACEFUL` makes SIGTERM drain the server
 /// instead of killing it (without it, SIGTERM ends the process at once, as it does most servers).
-const STANDALONE_MAIN: &str = r#"//! examples/{app} as one ordinary binary, written by hotswap-bench: the same `src/lib.rs`, served
+const STANDALONE_MAIN: &str = r#"//! {origin} as one ordinary binary, written by hotswap-bench: the same `src/lib.rs`, served
 //! by `hotswap_handler::standalone` (the relink-and-restart baseline).
 
 #[path = "../../{app}/src/lib.rs"]

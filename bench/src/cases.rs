@@ -24,6 +24,8 @@ pub(crate) struct Effort {
     pub(crate) save_rounds: usize,
     /// Saves with the default debounce, per app.
     pub(crate) debounce_saves: usize,
+    /// Rounds of the big app's saves with rust-analyzer checking alongside.
+    pub(crate) rust_analyzer_rounds: usize,
     /// Rounds of builds by profile and linker (each round builds every variant of every app once).
     pub(crate) build_variant_rounds: usize,
     pub(crate) dispatch_rounds: usize,
@@ -43,6 +45,7 @@ impl Effort {
     pub(crate) const FULL: Effort = Effort {
         save_rounds: 9,
         debounce_saves: 5,
+        rust_analyzer_rounds: 5,
         build_variant_rounds: 5,
         dispatch_rounds: 5,
         dispatch_seconds: 5,
@@ -58,6 +61,7 @@ impl Effort {
     pub(crate) const QUICK: Effort = Effort {
         save_rounds: 2,
         debounce_saves: 2,
+        rust_analyzer_rounds: 2,
         build_variant_rounds: 1,
         dispatch_rounds: 1,
         dispatch_seconds: 2,

@@ -35,6 +35,10 @@ impl DaemonProcess {
         let mut child = tokio::process::Command::new(hotswap)
             .arg("serve")
             .current_dir(app_directory)
+            // The app's target directory is in its hotswap.toml; a `CARGO_TARGET_DIR` of the
+            // benchmark's own build would make cargo metadata name that one, which holds the
+            // app, and the daemon would ignore every save as a build output.
+            .env_remove("CARGO_TARGET_DIR")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -18,6 +18,7 @@
 //! `target/hotswap-bench/report.md`. It never edits `examples/`.
 
 mod bench_workspace;
+mod big_app;
 mod cases;
 mod daemon_process;
 mod engine_worker;
@@ -25,6 +26,7 @@ mod load_generator;
 mod machine;
 mod report;
 mod restart_supervisor;
+mod rust_analyzer;
 mod statistics;
 mod user_style;
 mod wrk;
@@ -251,6 +253,15 @@ async fn run_cases(context: &mut BenchContext, builtin_load: bool) -> anyhow::Re
         starting_memory.insert(app.clone(), resident);
     }
     cases::save_to_served::run(context, &mut servers).await?;
+    // The big app is measured by case 1 only.
+    for app in &context.workspace.apps {
+        if !app.in_every_case
+            && let Some(app_servers) = servers.remove(&app.name)
+        {
+            app_servers.stop().await?;
+            starting_memory.remove(&app.name);
+        }
+    }
     cases::change_under_load::run(context, &mut servers).await?;
     cases::dispatch::run(context, &servers, wrk.as_ref()).await?;
     let mut swaps_per_daemon = BTreeMap::new();

@@ -62,7 +62,7 @@ async fn build(
 }
 
 pub(crate) async fn run(context: &mut BenchContext) -> anyhow::Result<()> {
-    let apps = context.workspace.apps.clone();
+    let apps = context.workspace.apps_of_every_case();
     // The first builds compile every dependency in the new target directories; GNU ld is left
     // out when rustc cannot be told to use it (before Rust 1.90, or on other targets).
     let mut linkers = Linker::ALL.to_vec();

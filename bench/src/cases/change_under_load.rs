@@ -70,7 +70,7 @@ pub(crate) async fn run(
     context: &mut BenchContext,
     servers: &mut BTreeMap<String, AppServers>,
 ) -> anyhow::Result<()> {
-    let apps = context.workspace.apps.clone();
+    let apps = context.workspace.apps_of_every_case();
     let mut reports: BTreeMap<(String, Change), Vec<(LoadReport, f64)>> = BTreeMap::new();
     for round in 0..context.effort.load_rounds {
         for app in &apps {

@@ -56,7 +56,7 @@ pub(crate) async fn run(
     servers: &BTreeMap<String, AppServers>,
     wrk: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
-    let apps = context.workspace.apps.clone();
+    let apps = context.workspace.apps_of_every_case();
     let duration = Duration::from_secs(context.effort.dispatch_seconds);
     let pinning = std::thread::available_parallelism().is_ok_and(|count| count.get() >= 2)
         && find_on_path("taskset").is_some();

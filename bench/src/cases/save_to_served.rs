@@ -15,12 +15,14 @@ use hotswap_protocol::messages::ReloadOutcome;
 
 use super::{BenchContext, progress, rotated};
 use crate::bench_workspace::BenchApp;
+use crate::big_app;
 use crate::daemon_process::DaemonProcess;
 use crate::load_generator::poll_until_body_contains;
 use crate::report::{
     Goal, Section, Table, median_and_range, milliseconds, ratio, signed_milliseconds,
 };
 use crate::restart_supervisor::{RestartStyle, StandaloneServer};
+use crate::rust_analyzer::{self, RustAnalyzer};
 use crate::statistics::{Summary, median, median_difference, median_ratio};
 use crate::user_style::BuildProfile;
 
@@ -192,7 +194,7 @@ pub(crate) async fn run(
         let app_servers = servers.get_mut(&app.name).expect("servers of every app");
         for path in PATHS {
             let number = context.next_edit_number();
-            measure(context, app, app_servers, path, number).await?;
+            measure(context, app, app_servers, path, number, None).await?;
         }
     }
     for round in 0..context.effort.save_rounds {
@@ -200,7 +202,8 @@ pub(crate) async fn run(
             let app_servers = servers.get_mut(&app.name).expect("servers of every app");
             for path in rotated(&PATHS, round + app.name.len()) {
                 let number = context.next_edit_number();
-                let (measured, reload) = measure(context, app, app_servers, path, number).await?;
+                let (measured, reload) =
+                    measure(context, app, app_servers, path, number, None).await?;
                 progress(format_args!(
                     "save → served, round {}: {} {} ({}): {} ms",
                     round + 1,
@@ -341,10 +344,178 @@ pub(crate) async fn run(
     section.notes.push(
         "What is rebuilt: the floor and hotswap build the app's handler crate as a cdylib, as the daemon does; the binary on hotswap's SDK includes the same \
          `src/lib.rs` and serves it with `hotswap_handler::standalone`; the axum binary is the app as a user without hotswap writes it: `#[tokio::main]`, axum with its default features, \
-         tokio \"full\", `axum::serve` (todo generated from examples/todo/src/lib.rs, hello written with the same routes and bodies; both checked at start-up \
+         tokio \"full\", `axum::serve` (todo and tracker generated from their src/lib.rs, hello written with the same routes and bodies; each checked at start-up \
          to answer the same requests with the same status and body), built with cargo's default dev profile (full debug info for every crate) and with the \
          examples' profile (`debug = \"line-tables-only\"`, dependencies without debug info), which the cdylib and the binary on hotswap's SDK use. \
          Every binary is restarted by the same supervisor."
+            .to_owned(),
+    );
+    section.notes.push(big_app::description());
+    context.sections.push(section);
+    run_with_rust_analyzer(context, servers, &samples).await
+}
+
+/// The paths measured again with rust-analyzer checking alongside.
+const RUST_ANALYZER_PATHS: [SavePath; 3] = [
+    SavePath::Floor,
+    SavePath::HotswapSave,
+    SavePath::UserStyleRestart(BuildProfile::CargoDefault),
+];
+
+/// Case 1e: the big app's floor, hotswap save and relink + restart of the axum binary again, each
+/// save also sent to a real rust-analyzer (one on the workspace the edited file belongs to: the
+/// benchmark's apps for the floor and hotswap, the axum binaries' for the restart), whose default
+/// check-on-save then runs alongside on the same CPUs. Each save waits for the previous check to
+/// end. `case_1` holds the same paths measured without rust-analyzer, for comparison.
+async fn run_with_rust_analyzer(
+    context: &mut BenchContext,
+    servers: &mut BTreeMap<String, AppServers>,
+    case_1: &BTreeMap<(String, SavePath), Vec<Measured>>,
+) -> anyhow::Result<()> {
+    let mut section = Section::new(format!(
+        "1e. Save → new code served with rust-analyzer's check-on-save alongside ({})",
+        big_app::NAME
+    ));
+    let Some(version) = rust_analyzer::installed_version().await else {
+        section.notes.push(format!(
+            "Not measured: rust-analyzer is not installed (install it with `{}`).",
+            rust_analyzer::INSTALL_HINT
+        ));
+        context.sections.push(section);
+        return Ok(());
+    };
+    let app = context.workspace.app(big_app::NAME).clone();
+    let app_servers = servers.get_mut(&app.name).expect("servers of every app");
+    app.restore()?;
+    progress(format_args!(
+        "rust-analyzer alongside: starting {version} on {} and on {} (the first check checks every dependency)",
+        context.workspace.root.display(),
+        context.workspace.user_style.root.display()
+    ));
+    let mut for_hotswap = RustAnalyzer::start(
+        &context.workspace.root,
+        &app.source_file,
+        &context.log_path("rust-analyzer-apps.log"),
+    )
+    .await?;
+    let mut for_user_style = RustAnalyzer::start(
+        &context.workspace.user_style.root,
+        &app.user_style.source_file,
+        &context.log_path("rust-analyzer-user-apps.log"),
+    )
+    .await?;
+    let mut samples: BTreeMap<SavePath, Vec<f64>> = BTreeMap::new();
+    let mut checks: BTreeMap<SavePath, Vec<f64>> = BTreeMap::new();
+    // A warm-up round, not counted, then the measured ones.
+    for round in 0..=context.effort.rust_analyzer_rounds {
+        for path in rotated(&RUST_ANALYZER_PATHS, round) {
+            let analyzer = match path {
+                SavePath::UserStyleRestart(_) => &mut for_user_style,
+                _ => &mut for_hotswap,
+            };
+            let number = context.next_edit_number();
+            let (measured, _) =
+                measure(context, &app, app_servers, path, number, Some(&mut *analyzer)).await?;
+            let check = analyzer.wait_for_change_check().await?;
+            let check_ms = check.as_secs_f64() * 1000.0;
+            if round == 0 {
+                continue;
+            }
+            progress(format_args!(
+                "rust-analyzer alongside, round {round}: {} {} ({}): {} ms, its check {} ms",
+                app.name,
+                path.label(),
+                path.built(),
+                milliseconds(measured.total_ms),
+                milliseconds(check_ms)
+            ));
+            samples.entry(path).or_default().push(measured.total_ms);
+            checks.entry(path).or_default().push(check_ms);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let shown = |analyzer: &RustAnalyzer| {
+        analyzer.check_command.as_ref().map_or_else(
+            || "(not seen)".to_owned(),
+            |command| {
+                format!(
+                    "`{}`",
+                    command
+                        .replace(
+                            &context.workspace.user_style.root.display().to_string(),
+                            "user-apps"
+                        )
+                        .replace(&context.workspace.root.display().to_string(), "apps")
+                )
+            },
+        )
+    };
+    let commands = (shown(&for_hotswap), shown(&for_user_style));
+    for_hotswap.stop().await?;
+    for_user_style.stop().await?;
+    app.restore()?;
+
+    let mut table = Table::new(&[
+        "app",
+        "path (rust-analyzer checking alongside)",
+        "what is rebuilt",
+        "median ms (min–max)",
+        "vs floor",
+        "restart ÷ hotswap save",
+        "vs the same path without rust-analyzer",
+        "rust-analyzer's check, ms",
+    ]);
+    let values = |path: SavePath| samples.get(&path).cloned().unwrap_or_default();
+    let floor = values(SavePath::Floor);
+    let save = values(SavePath::HotswapSave);
+    for path in RUST_ANALYZER_PATHS {
+        let measured = values(path);
+        let without: Vec<f64> = case_1
+            .get(&(app.name.clone(), path))
+            .map(|samples| samples.iter().map(|sample| sample.total_ms).collect())
+            .unwrap_or_default();
+        let versus_floor = match path {
+            SavePath::Floor => String::new(),
+            _ => format!(
+                "{} ({} ms)",
+                ratio(median_ratio(&measured, &floor).unwrap_or(f64::NAN)),
+                signed_milliseconds(median_difference(&measured, &floor).unwrap_or(f64::NAN))
+            ),
+        };
+        let versus_save = if path.is_restart() {
+            ratio(median_ratio(&measured, &save).unwrap_or(f64::NAN))
+        } else {
+            String::new()
+        };
+        let versus_without =
+            ratio(median(&measured).unwrap_or(f64::NAN) / median(&without).unwrap_or(f64::NAN));
+        table.push(vec![
+            app.name.clone(),
+            path.label().to_owned(),
+            path.built().to_owned(),
+            median_and_range(Summary::of(&measured)),
+            versus_floor,
+            versus_save,
+            versus_without,
+            median_and_range(Summary::of(&checks.get(&path).cloned().unwrap_or_default())),
+        ]);
+    }
+    section.tables.push(table);
+    section.notes.push(format!(
+        "{} rounds after one warm-up round, after the rounds of case 1, with {version} (its default settings: the client sends no initializationOptions). \
+         Each save is also sent to a real rust-analyzer over LSP on stdio, as an editor sends it (`didChange` with the new text, then `didSave`), at the instant \
+         the path starts; its default check-on-save then runs `cargo check` on the package of the saved file, and both share the machine's CPUs. \
+         One rust-analyzer works on the benchmark's apps workspace (the floor's and hotswap's edit, in tracker/src/lib.rs), where it ran {}; \
+         another on the axum binaries' workspace (the restart's edit, in tracker-axum/src/main.rs), where it ran {} (as seen in /proc during its first check). \
+         The next save waits until the check has ended. \"rust-analyzer's check\" is from the save to the end of its check (the end of its `$/progress`).",
+        context.effort.rust_analyzer_rounds, commands.0, commands.1
+    ));
+    section.notes.push(
+        "rust-analyzer's check runs in the workspace's own target directory (its `cargo.targetDir` is unset by default), the one the floor's `cargo build` and \
+         the axum binary's build use too. Cargo lets one command at a time build in a target directory (\"Blocking waiting for file lock on build directory\"): \
+         that build and the check take turns, and the time of whichever waits includes the other's. hotswap's save here is built by rustc directly, which takes no cargo lock; \
+         the daemon shares the target directory only because the benchmark points it there (its default is `target/hotswap`). \
+         \"vs the same path without rust-analyzer\" divides this median by the median of the same path in table 1 (measured minutes apart, not side by side)."
             .to_owned(),
     );
     context.sections.push(section);
@@ -370,12 +541,15 @@ fn artifact_sizes(context: &BenchContext, app: &BenchApp) -> String {
     )
 }
 
+/// Measures one change of `app` by `path`. With `alongside`, rust-analyzer gets the same save
+/// (a `didChange` with the new text and a `didSave`) at the instant the path starts.
 async fn measure(
     context: &BenchContext,
     app: &BenchApp,
     servers: &mut AppServers,
     path: SavePath,
     number: u64,
+    alongside: Option<&mut RustAnalyzer>,
 ) -> anyhow::Result<(Measured, Option<ReloadOutcome>)> {
     let workspace = &context.workspace;
     if path == SavePath::Floor {
@@ -391,6 +565,15 @@ async fn measure(
         }
         _ => app.write_edit(number)?,
     };
+    if let Some(analyzer) = alongside {
+        let edited = match path {
+            SavePath::UserStyleRestart(_) | SavePath::UserStyleStopBuildStart(_) => {
+                &app.user_style.source_file
+            }
+            _ => &app.source_file,
+        };
+        analyzer.save(&std::fs::read_to_string(edited)?)?;
+    }
     let started = Instant::now();
     let poll = |address| {
         let (marker, request_path) = (marker.clone(), app.request_path);
@@ -499,11 +682,11 @@ pub(crate) async fn run_with_default_debounce(
         let mut values = Vec::new();
         // Warm-up: the first build of a freshly started daemon.
         let number = context.next_edit_number();
-        measure(context, app, app_servers, SavePath::HotswapSave, number).await?;
+        measure(context, app, app_servers, SavePath::HotswapSave, number, None).await?;
         for _ in 0..context.effort.debounce_saves {
             let number = context.next_edit_number();
             let (measured, _) =
-                measure(context, app, app_servers, SavePath::HotswapSave, number).await?;
+                measure(context, app, app_servers, SavePath::HotswapSave, number, None).await?;
             let elapsed = measured.total_ms;
             progress(format_args!(
                 "save → served with debounce_ms = {debounce_ms}: {} {} ms",
