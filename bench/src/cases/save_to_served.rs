@@ -504,7 +504,8 @@ async fn run_with_rust_analyzer(
     section.notes.push(format!(
         "{} rounds after one warm-up round, after the rounds of case 1, with {version} (its default settings: the client sends no initializationOptions). \
          Each save is also sent to a real rust-analyzer over LSP on stdio, as an editor sends it (`didChange` with the new text, then `didSave`), at the instant \
-         the path starts; its default check-on-save then runs `cargo check` on the package of the saved file, and both share the machine's CPUs. \
+         the path starts; its default check-on-save then runs `cargo check` (on the package of the saved file, or on the whole workspace when the file belongs to \
+         more than one crate, as tracker/src/lib.rs does: tracker-standalone includes it), and both share the machine's CPUs. \
          One rust-analyzer works on the benchmark's apps workspace (the floor's and hotswap's edit, in tracker/src/lib.rs), where it ran {}; \
          another on the axum binaries' workspace (the restart's edit, in tracker-axum/src/main.rs), where it ran {} (as seen in /proc during its first check). \
          The next save waits until the check has ended. \"rust-analyzer's check\" is from the save to the end of its check (the end of its `$/progress`).",
