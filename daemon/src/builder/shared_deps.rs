@@ -4,17 +4,20 @@
 //!
 //! After a cargo build that compiled the handler, the daemon writes a package of its own under
 //! the target directory (`hotswap-shared-deps/<hash>/`): a `dylib` whose dependencies are the
-//! handler's, each at the version, source and features cargo resolved for it, and whose
-//! `lib.rs` names each of them (`pub extern crate tokio;`), so that all of them are in it. Cargo
-//! builds it in the background with `-C prefer-dynamic` (its own target directory, the
-//! workspace's profiles, `Cargo.lock` copied from the workspace: the same versions). A direct
+//! handler's, each at the version and source of the lock file and with the features
+//! `cargo metadata` resolves, and whose `lib.rs` names each of them (`pub extern crate tokio;`),
+//! so that all of them are in it. `cargo rustc` builds it in the background, at low priority and
+//! killed if the daemon dies, with `-C prefer-dynamic` for its own link (its own target
+//! directory, the workspace's profiles, `Cargo.lock` copied from the workspace). A direct
 //! build of the handler then runs the rustc cargo used with three changes: its `--extern`s point
 //! at the rlibs inside that library, `--cfg hotswap_shared_deps` makes `export_handler!` name the
 //! library (`extern crate hotswap_shared_deps as _;`, so that rustc links it), and
 //! `-C prefer-dynamic` with an rpath to the library and to libstd's shared library.
 //!
 //! Before a library is used, the handler is compiled on it once in the background: a library a
-//! handler cannot build or link on is never used, and the build says why in the daemon's log.
+//! handler cannot build or link on is never used, and the build says why in the daemon's log;
+//! one the handler's own errors stopped (a save mid-edit) is checked again after the next good
+//! build. It is used only for a command line with the `--extern`s it was checked with.
 //! Each library is copied to a directory named after the file (`lib/<id>/`): a generation's
 //! process keeps the one it loaded while newer generations load a newer one.
 //!
