@@ -91,9 +91,14 @@ impl DaemonProcess {
             let status = self.client.request::<Status>(NoParams {}).await?;
             match status.shared_deps {
                 None | Some(SharedDepsStatus::Ready { .. }) => return Ok(()),
+                // Cargo found the handler built at start-up: the library comes after the first
+                // save that cargo builds (the warm-up round waits for it then).
                 Some(SharedDepsStatus::Off { reason })
-                    if !reason.contains("no cargo build has compiled") =>
+                    if reason.contains("no cargo build has compiled") =>
                 {
+                    return Ok(());
+                }
+                Some(SharedDepsStatus::Off { reason }) => {
                     eprintln!("hotswap-bench: no shared dependency library: {reason}");
                     return Ok(());
                 }

@@ -196,6 +196,9 @@ pub(crate) async fn run(
             let number = context.next_edit_number();
             measure(context, app, app_servers, path, number, None).await?;
         }
+        // The warm-up's saves built the handler with cargo: its shared dependency library is
+        // ready before the measured rounds.
+        app_servers.daemon.wait_for_shared_deps().await?;
     }
     for round in 0..context.effort.save_rounds {
         for app in &apps {
