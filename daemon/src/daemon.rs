@@ -113,6 +113,14 @@ fn shutting_down() -> ResponseError {
 }
 
 /// A build to start once `due`.
+impl PendingBuild {
+    /// A build with nothing saved (the start-up, a reload), due at once.
+    fn now(reason: BuildReason) -> Self {
+        let now = tokio::time::Instant::now();
+        PendingBuild { reason, paths: Vec::new(), cause: Instant::now(), first: now, due: now }
+    }
+}
+
 struct PendingBuild {
     reason: BuildReason,
     paths: Vec<PathBuf>,
@@ -165,14 +173,7 @@ pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHand
         fresh_state_requested: false,
     };
     if initial_build {
-        let now = tokio::time::Instant::now();
-        daemon.pending = Some(PendingBuild {
-            reason: BuildReason::Initial,
-            paths: Vec::new(),
-            cause: Instant::now(),
-            first: now,
-            due: now,
-        });
+        daemon.pending = Some(PendingBuild::now(BuildReason::Initial));
         daemon.parts.engine.set_unavailable_reason(
             "the first build is running; this page answers once it is done",
         );
@@ -327,14 +328,7 @@ impl Daemon {
             "a library built on it did not load ({message}); restart hotswap serve to try again"
         ));
         if self.pending.is_none() {
-            let now = tokio::time::Instant::now();
-            self.pending = Some(PendingBuild {
-                reason: BuildReason::Reload,
-                paths: Vec::new(),
-                cause: Instant::now(),
-                first: now,
-                due: now,
-            });
+            self.pending = Some(PendingBuild::now(BuildReason::Reload));
         }
     }
 

@@ -781,17 +781,8 @@ pub(crate) async fn run(
         message: format!("Compiling {}, rustc directly", captured.description),
         blocked: false,
     });
-    let mut command = tokio::process::Command::new(&invocation.program);
-    command
-        .args(&arguments)
-        .env_clear()
-        .envs(invocation.environment.iter().map(|(name, value)| (name, value)))
-        .current_dir(&invocation.working_directory)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let mut command = invocation.command(&arguments);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {

@@ -36,6 +36,21 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// This rustc with `arguments` in its place, run again as cargo ran it (its environment
+    /// only, its working directory), in a process group of its own, killed when dropped.
+    pub(crate) fn command(&self, arguments: &[String]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(arguments)
+            .env_clear()
+            .envs(self.environment.iter().map(|(name, value)| (name, value)))
+            .current_dir(&self.working_directory)
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        command
+    }
+
     /// The value of `--name value` or `--name=value` among the arguments.
     pub fn argument(&self, name: &str) -> Option<&str> {
         let mut arguments = self.arguments.iter();

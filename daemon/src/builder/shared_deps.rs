@@ -190,14 +190,19 @@ pub(crate) async fn build(
         let spec = request.spec.clone();
         let externs = extern_names(&request.invocation);
         let workspace_root = request.workspace_root.clone();
-        tokio::task::spawn_blocking(move || generate_package(&spec, &workspace_root, &externs))
-            .await
-            .map_err(|error| error.to_string())??
+        let root = root(&request.spec);
+        tokio::task::spawn_blocking(move || {
+            let package = generate_package(&spec, &workspace_root, &externs)?;
+            let directory = root.join(package.name.trim_start_matches("hotswap-shared-deps-"));
+            write_package(&directory, &package, &workspace_root)
+                .map_err(|error| format!("cannot write {}: {error}", directory.display()))?;
+            Ok::<_, String>((package, directory))
+        })
+        .await
+        .map_err(|error| error.to_string())??
     };
+    let (package, package_dir) = package;
     let root = root(&request.spec);
-    let package_dir = root.join(package.name.trim_start_matches("hotswap-shared-deps-"));
-    write_package(&package_dir, &package, &request.workspace_root)
-        .map_err(|error| format!("cannot write {}: {error}", package_dir.display()))?;
     let target_libdir = target_libdir(&request.invocation).await?;
     let (dylib, by_package) =
         run_cargo(&request, &package_dir, &root.join("target"), &target_libdir, &progress).await?;
@@ -489,13 +494,7 @@ async fn run_cargo(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: `in_the_background` makes only async-signal-safe calls.
-    unsafe {
-        command.pre_exec(|| {
-            in_the_background();
-            Ok(())
-        });
-    }
+    in_the_background(&mut command);
     let mut child = command
         .spawn()
         .map_err(|error| format!("cannot run {}: {error}", request.spec.cargo.display()))?;
@@ -572,13 +571,17 @@ async fn run_cargo(
     Ok((library, by_package))
 }
 
-/// In a child before it runs: a lower priority (the user's own builds come first), and a kill
-/// when the daemon dies (a SIGKILL of the daemon leaves no build behind it).
-fn in_the_background() {
-    // SAFETY: setpriority(2) and prctl(2) are async-signal-safe.
+/// Runs `command`'s process in the background: at a lower priority (the user's own builds come
+/// first), and killed when the daemon dies (a SIGKILL of the daemon leaves no build behind it).
+fn in_the_background(command: &mut tokio::process::Command) {
+    // SAFETY: setpriority(2) and prctl(2) are async-signal-safe; nothing else runs between fork
+    // and exec.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        command.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }
 
@@ -674,24 +677,9 @@ async fn check_handler_builds(
     library: &SharedLibrary,
 ) -> Result<(), CheckFailure> {
     let arguments = library.arguments(invocation).map_err(CheckFailure::Incompatible)?;
-    let mut command = tokio::process::Command::new(&invocation.program);
-    command
-        .args(arguments)
-        .env_clear()
-        .envs(invocation.environment.iter().map(|(name, value)| (name, value)))
-        .current_dir(&invocation.working_directory)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // SAFETY: as in `run_cargo`.
-    unsafe {
-        command.pre_exec(|| {
-            in_the_background();
-            Ok(())
-        });
-    }
+    let mut command = invocation.command(&arguments);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    in_the_background(&mut command);
     let child = command.spawn().map_err(|error| {
         CheckFailure::Incompatible(format!("cannot run {}: {error}", invocation.program.display()))
     })?;
