@@ -626,8 +626,9 @@ impl Engine {
                 return Err(failure(number, SwapStage::Load, error.to_string()));
             }
         };
-        // The next swap gets a host started now, while this one loads.
-        self.prepare_spare();
+        // The next swap gets a host started when this one is over, whatever its outcome: started
+        // now, it would take a CPU from this swap.
+        let _next_spare = SpareAfterwards(self);
         let load = LoadCommand {
             library: file.clone(),
             generation: number,
@@ -1681,6 +1682,15 @@ impl Throttle {
         }
         self.last = Some(Instant::now());
         true
+    }
+}
+
+/// Starts the spare host for the next swap when dropped.
+struct SpareAfterwards<'e>(&'e Engine);
+
+impl Drop for SpareAfterwards<'_> {
+    fn drop(&mut self) {
+        self.0.prepare_spare();
     }
 }
 

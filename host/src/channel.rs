@@ -1,6 +1,7 @@
-//! The host's end of the control channel: blocking reads of commands on the main thread, and a
-//! writer thread that sends reports in order, so that library threads (logging, giving back
-//! connections) never wait on the socket.
+//! The host's end of the control channel: blocking reads of commands on the main thread, and
+//! reports sent in order: straight onto the socket when nothing waits to be sent (an answer on a
+//! swap's path costs no thread hand-off), else through a writer thread, so that library threads
+//! that log never wait on the socket.
 
 use std::collections::VecDeque;
 use std::io;
@@ -8,6 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use hotswap_protocol::control::{self, HostCommand, HostReport, descriptors};
@@ -76,11 +78,21 @@ struct Outgoing {
     descriptors: Vec<OwnedFd>,
 }
 
-/// Sends reports to the daemon through the writer thread. Cheap to clone.
+/// Sends reports to the daemon. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct ReportSender {
     queue: SyncSender<Outgoing>,
-    dropped: std::sync::Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    socket: Arc<Writer>,
+}
+
+/// The socket, written by one thread at a time, and how many reports are queued for the writer
+/// thread or being sent by it (a report is sent directly only when that is zero, so that reports
+/// keep their order).
+#[derive(Debug)]
+struct Writer {
+    socket: Mutex<UnixStream>,
+    queued: AtomicU64,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -98,18 +110,39 @@ impl ReportSender {
     /// the daemon stops reading (then the host has no one to serve and exits).
     pub(crate) fn start(socket: UnixStream) -> io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (queue, outgoing) = std::sync::mpsc::sync_channel(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("hotswap-host-writer".to_owned())
-            .spawn(move || write_reports(socket, outgoing))?;
-        Ok((Self { queue, dropped: Default::default() }, thread))
+        let socket = Arc::new(Writer { socket: Mutex::new(socket), queued: AtomicU64::new(0) });
+        let thread = std::thread::Builder::new().name("hotswap-host-writer".to_owned()).spawn({
+            let socket = socket.clone();
+            move || write_reports(&socket, outgoing)
+        })?;
+        Ok((Self { queue, dropped: Default::default(), socket }, thread))
     }
 
-    /// Sends a report, waiting for room in the queue.
+    /// Sends a report: at once when nothing is queued and no other thread is writing, else
+    /// through the writer thread (waiting for room in its queue).
     pub(crate) fn send(&self, report: &HostReport, payload: &[u8], descriptors: Vec<OwnedFd>) {
         debug_assert_eq!(report.descriptors(), descriptors.len());
         let mut frame = Vec::new();
         control::encode_frame(report, payload, &mut frame);
-        let _ = self.queue.send(Outgoing { frame, descriptors });
+        let message = Outgoing { frame, descriptors };
+        if self.socket.queued.load(Ordering::SeqCst) == 0
+            && let Ok(socket) = self.socket.socket.try_lock()
+            // Checked again with the socket held: the writer thread counts a report down only
+            // once it is sent, so a report queued before this one is never overtaken.
+            && self.socket.queued.load(Ordering::SeqCst) == 0
+        {
+            // A failed write means the daemon is gone; the writer thread ends the same way.
+            let _ = write_one(&socket, &message);
+            return;
+        }
+        self.enqueue(message);
+    }
+
+    fn enqueue(&self, message: Outgoing) {
+        self.socket.queued.fetch_add(1, Ordering::SeqCst);
+        if self.queue.send(message).is_err() {
+            self.socket.queued.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Sends a report if the queue has room, else drops and counts it (for log records: a
@@ -117,7 +150,12 @@ impl ReportSender {
     pub(crate) fn offer(&self, report: &HostReport) {
         let mut frame = Vec::new();
         control::encode_frame(report, b"", &mut frame);
-        match self.queue.try_send(Outgoing { frame, descriptors: Vec::new() }) {
+        self.socket.queued.fetch_add(1, Ordering::SeqCst);
+        let offered = self.queue.try_send(Outgoing { frame, descriptors: Vec::new() });
+        if offered.is_err() {
+            self.socket.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        match offered {
             Ok(()) => {
                 let dropped = self.dropped.swap(0, Ordering::Relaxed);
                 if dropped > 0 {
@@ -139,22 +177,35 @@ impl ReportSender {
     }
 }
 
-fn write_reports(socket: UnixStream, outgoing: Receiver<Outgoing>) {
+fn write_reports(writer: &Writer, outgoing: Receiver<Outgoing>) {
     while let Ok(message) = outgoing.recv() {
-        let mut sent = 0;
-        let mut attached = &message.descriptors[..];
-        while sent < message.frame.len() {
-            let borrowed = descriptors::borrowed(attached);
-            match descriptors::send(socket.as_fd(), &message.frame[sent..], &borrowed) {
-                Ok(0) => return,
-                Ok(written) => {
-                    sent += written;
-                    attached = &[];
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                // The daemon is gone.
-                Err(_) => return,
-            }
+        let sent = {
+            let socket = writer.socket.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let sent = write_one(&socket, &message);
+            writer.queued.fetch_sub(1, Ordering::SeqCst);
+            sent
+        };
+        if sent.is_err() {
+            return;
         }
     }
+}
+
+/// Writes one frame with its descriptors; `Err` when the daemon is gone.
+fn write_one(socket: &UnixStream, message: &Outgoing) -> Result<(), ()> {
+    let mut sent = 0;
+    let mut attached = &message.descriptors[..];
+    while sent < message.frame.len() {
+        let borrowed = descriptors::borrowed(attached);
+        match descriptors::send(socket.as_fd(), &message.frame[sent..], &borrowed) {
+            Ok(0) => return Err(()),
+            Ok(written) => {
+                sent += written;
+                attached = &[];
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(())
 }

@@ -81,13 +81,14 @@ fn serve() -> std::io::Result<()> {
     let (reports, _writer) = ReportSender::start(control.try_clone()?)?;
     let state: &'static HostState = Box::leak(Box::new(HostState::new(counters, reports.clone())));
     fatal::install(&state.counters.get().crash);
+    let exporter = Exporter::start()?;
     reports.send(
         &HostReport::Ready { pid: std::process::id(), control_version: CONTROL_VERSION },
         b"",
         vec![counters_descriptor],
     );
     let mut reader = CommandReader::new(control);
-    let mut generation = Generation { state, loaded: None, exporter: None, holder: None };
+    let mut generation = Generation { state, loaded: None, exporter, holder: None };
     while let Some(received) = reader.next()? {
         generation.handle(received);
     }
@@ -129,7 +130,7 @@ struct Loaded {
 struct Generation {
     state: &'static HostState,
     loaded: Option<Loaded>,
-    exporter: Option<std::thread::JoinHandle<()>>,
+    exporter: Exporter,
     /// The thread waiting for writing requests to finish (`Hold`).
     holder: Option<std::thread::JoinHandle<()>>,
 }
@@ -335,8 +336,8 @@ impl Generation {
         }
     }
 
-    /// Holds or releases the app's writing requests. Waiting for the running ones to finish
-    /// happens on a thread of its own: meanwhile this loop keeps taking connections.
+    /// Holds or releases the app's writing requests. When writes still run, waiting for them
+    /// to finish happens on a thread of its own: meanwhile this loop keeps taking connections.
     fn hold(&mut self, on: bool, timeout_ms: u64) {
         let reports = self.state.reports.clone();
         let Some(loaded) = self.loaded.as_ref().filter(|loaded| loaded.started) else {
@@ -347,6 +348,13 @@ impl Generation {
             let _ = previous.join();
         }
         let (functions, instance) = (loaded.functions, SendInstance(loaded.instance));
+        // SAFETY: the instance is live; with no wait, the call does not block.
+        let running = unsafe { (functions.hold)(instance.0, u32::from(on), 0) };
+        // The usual case (no write running, or a release) is answered here, without a thread.
+        if !on || running == 0 || timeout_ms == 0 {
+            reports.send(&HostReport::Held { writes_running: running }, b"", Vec::new());
+            return;
+        }
         let holder =
             std::thread::Builder::new().name("hotswap-host-hold".into()).spawn(move || {
                 let instance = instance;
@@ -379,69 +387,59 @@ impl Generation {
             );
             return;
         };
-        // One export at a time; the daemon never asks for two at once, so this does not wait.
-        if let Some(previous) = self.exporter.take() {
-            let _ = previous.join();
-        }
         let (functions, instance) = (loaded.functions, SendInstance(loaded.instance));
         let thread_reports = reports.clone();
-        let exporter =
-            std::thread::Builder::new().name("hotswap-host-export".into()).spawn(move || {
-                let reports = thread_reports;
-                let instance = instance;
-                let clock = Instant::now();
-                let mut out = OwnedBuffer::EMPTY;
-                // SAFETY: the instance is live (retire waits for this thread); `out` is
-                // writable.
-                let code = unsafe { (functions.export_state)(instance.0, &mut out) };
-                // SAFETY: the buffer comes from the library and is freed right after use.
-                let bytes = unsafe { out.as_bytes() };
-                let report = if code != status::OK {
-                    let message = String::from_utf8_lossy(bytes).into_owned();
-                    HostReport::ExportFailed { request, message }
-                } else if bytes.is_empty() {
-                    HostReport::StateExported {
+        let exported = self.exporter.run(move || {
+            let reports = thread_reports;
+            let instance = instance;
+            let clock = Instant::now();
+            let mut out = OwnedBuffer::EMPTY;
+            // SAFETY: the instance is live (retire waits for this thread); `out` is
+            // writable.
+            let code = unsafe { (functions.export_state)(instance.0, &mut out) };
+            // SAFETY: the buffer comes from the library and is freed right after use.
+            let bytes = unsafe { out.as_bytes() };
+            let report = if code != status::OK {
+                let message = String::from_utf8_lossy(bytes).into_owned();
+                HostReport::ExportFailed { request, message }
+            } else if bytes.is_empty() {
+                HostReport::StateExported { request, bytes: 0, export_ms: millis(clock.elapsed()) }
+            } else {
+                match sealed_memfd(bytes) {
+                    Ok(file) => {
+                        let length = bytes.len() as u64;
+                        // SAFETY: freed once, by the library that allocated it.
+                        unsafe { (functions.free_buffer)(out) };
+                        reports.send(
+                            &HostReport::StateExported {
+                                request,
+                                bytes: length,
+                                export_ms: millis(clock.elapsed()),
+                            },
+                            b"",
+                            vec![OwnedFd::from(file)],
+                        );
+                        return;
+                    }
+                    Err(error) => HostReport::ExportFailed {
                         request,
-                        bytes: 0,
-                        export_ms: millis(clock.elapsed()),
-                    }
-                } else {
-                    match sealed_memfd(bytes) {
-                        Ok(file) => {
-                            let length = bytes.len() as u64;
-                            // SAFETY: freed once, by the library that allocated it.
-                            unsafe { (functions.free_buffer)(out) };
-                            reports.send(
-                                &HostReport::StateExported {
-                                    request,
-                                    bytes: length,
-                                    export_ms: millis(clock.elapsed()),
-                                },
-                                b"",
-                                vec![OwnedFd::from(file)],
-                            );
-                            return;
-                        }
-                        Err(error) => HostReport::ExportFailed {
-                            request,
-                            message: format!("cannot hand the state over: {error}"),
-                        },
-                    }
-                };
-                // SAFETY: as above.
-                unsafe { (functions.free_buffer)(out) };
-                reports.send(&report, b"", Vec::new());
-            });
-        match exporter {
-            Ok(thread) => self.exporter = Some(thread),
-            Err(error) => reports.send(
+                        message: format!("cannot hand the state over: {error}"),
+                    },
+                }
+            };
+            // SAFETY: as above.
+            unsafe { (functions.free_buffer)(out) };
+            reports.send(&report, b"", Vec::new());
+        });
+        if !exported {
+            reports.send(
                 &HostReport::ExportFailed {
                     request,
-                    message: format!("cannot start the export thread: {error}"),
+                    message: "the host's export thread is gone".to_owned(),
                 },
                 b"",
                 Vec::new(),
-            ),
+            );
         }
     }
 
@@ -459,10 +457,7 @@ impl Generation {
                 // Bounded by the hold's own timeout.
                 let _ = holder.join();
             }
-            let exported = match self.exporter.take() {
-                Some(exporter) => join_within(exporter, EXPORT_WAIT_AT_RETIRE),
-                None => true,
-            };
+            let exported = self.exporter.wait_idle(EXPORT_WAIT_AT_RETIRE);
             report = if !exported {
                 HostReport::Retiring {
                     clean: false,
@@ -514,16 +509,50 @@ fn shutdown(loaded: Loaded, grace: Duration) -> HostReport {
     }
 }
 
-fn join_within(thread: std::thread::JoinHandle<()>, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while !thread.is_finished() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+/// The thread that exports the state, started with the host: one started when the swap asks
+/// for the state would cost the swap a few hundred microseconds on a busy machine. Exports run
+/// one at a time, in the order asked (the daemon never asks for two at once).
+struct Exporter {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+    /// Exports asked for and not finished.
+    unfinished: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Exporter {
+    fn start() -> std::io::Result<Self> {
+        let (jobs, received) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let unfinished = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = unfinished.clone();
+        std::thread::Builder::new().name("hotswap-host-export".into()).spawn(move || {
+            while let Ok(job) = received.recv() {
+                job();
+                counted.fetch_sub(1, Ordering::SeqCst);
+            }
+        })?;
+        Ok(Self { jobs, unfinished })
     }
-    let _ = thread.join();
-    true
+
+    /// Runs `job` on the export thread; false when that thread is gone.
+    fn run(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        self.unfinished.fetch_add(1, Ordering::SeqCst);
+        let sent = self.jobs.send(Box::new(job)).is_ok();
+        if !sent {
+            self.unfinished.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// Waits at most `limit` until no export runs; false when one still does.
+    fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.unfinished.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
 }
 
 /// The state bytes in a sealed memfd: the daemon keeps it as the snapshot and the next host maps

@@ -168,19 +168,22 @@ pub(crate) async fn run(context: &mut BenchContext) -> anyhow::Result<()> {
         })
         .collect();
     slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let slowest: Vec<String> = slowest
-        .iter()
-        .take(5)
-        .map(|(latency, into, length, linked)| {
-            format!(
-                "{} ms, sent {} ms into a {} ms {} swap",
-                milliseconds(*latency),
-                milliseconds(*into),
-                milliseconds(*length),
-                if *linked { "hard-link" } else { "copy" }
-            )
-        })
-        .collect();
+    let slowest_of = |linked: bool| -> String {
+        let slowest: Vec<String> = slowest
+            .iter()
+            .filter(|sample| sample.3 == linked)
+            .take(5)
+            .map(|(latency, into, length, _)| {
+                format!(
+                    "{} ms, sent {} ms into a {} ms swap",
+                    milliseconds(*latency),
+                    milliseconds(*into),
+                    milliseconds(*length)
+                )
+            })
+            .collect();
+        if slowest.is_empty() { "none".to_owned() } else { slowest.join("; ") }
+    };
 
     let mut stages_table =
         Table::new(&["stage", "hard link: p50 ms", "p99 ms", "copy: p50 ms", "p99 ms"]);
@@ -275,7 +278,11 @@ pub(crate) async fn run(context: &mut BenchContext) -> anyhow::Result<()> {
          tens of milliseconds on this 2-CPU machine."
             .to_owned(),
     );
-    section.notes.push(format!("The slowest requests sent during swaps: {}.", slowest.join("; ")));
+    section.notes.push(format!(
+        "The slowest requests sent during hard-link swaps: {}. During copy swaps: {}.",
+        slowest_of(true),
+        slowest_of(false)
+    ));
     context.sections.push(section);
     Ok(())
 }

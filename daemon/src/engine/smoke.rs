@@ -4,7 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::generation::Generation;
 
@@ -25,14 +25,15 @@ pub(super) async fn check(
     let (server_side, _) =
         accepted.map_err(|error| format!("smoke request: accept failed: {error}"))?;
     let server_side = server_side.into_std().map_err(|error| error.to_string())?;
-    if !generation.serve(OwnedFd::from(server_side), &[]).await {
+    // The request goes with the socket, as bytes already read from it: the generation starts
+    // on it at once instead of waiting to be told the socket is readable.
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nuser-agent: hotswap-smoke\r\nconnection: close\r\n\r\n"
+    );
+    if !generation.serve(OwnedFd::from(server_side), request.as_bytes()).await {
         return Err("the new generation's process is gone".to_owned());
     }
     let exchange = async {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nhost: localhost\r\nuser-agent: hotswap-smoke\r\nconnection: close\r\n\r\n"
-        );
-        client.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         (&mut client).take(64 * 1024).read_to_end(&mut response).await?;
         Ok::<_, std::io::Error>(response)

@@ -110,7 +110,33 @@ pub(crate) fn import<A: Handler>(bytes: &[u8]) -> Result<A::State, StateProblem>
             ))
         });
     }
+    // Read fast first; a state that does not fit is read again, watching where.
+    let (result, tracker) = read::<A>(&envelope, false);
+    if let Ok(state) = result
+        && tracker.skipped().is_empty()
+    {
+        return Ok(state);
+    }
+    let (result, tracker) = read::<A>(&envelope, true);
+    match result {
+        Ok(state) => match tracker.skipped().first() {
+            None => Ok(state),
+            Some(skipped) => Err(skipped_problem(&new_type, skipped, tracker.skipped().len())),
+        },
+        Err(error) => {
+            Err(unreadable_problem(&new_type, &error, tracker.failure(), &tracker.skipped()))
+        }
+    }
+}
+
+/// Reads the envelope's payload as `A::State`, through a [`Reader`] that watches what it reads
+/// (`detailed`: where, too).
+fn read<A: Handler>(
+    envelope: &state_envelope::Envelope<'_>,
+    detailed: bool,
+) -> (Result<A::State, String>, Tracker) {
     let mut tracker = Tracker::default();
+    tracker.detailed = detailed;
     let result = match envelope.format {
         FORMAT_JSON => {
             let mut deserializer = serde_json::Deserializer::from_slice(envelope.payload);
@@ -125,15 +151,7 @@ pub(crate) fn import<A: Handler>(bytes: &[u8]) -> Result<A::State, StateProblem>
                 .map_err(|error| error.to_string())
         }
     };
-    match result {
-        Ok(state) => match tracker.skipped().first() {
-            None => Ok(state),
-            Some(skipped) => Err(skipped_problem(&new_type, skipped, tracker.skipped().len())),
-        },
-        Err(error) => {
-            Err(unreadable_problem(&new_type, &error, tracker.failure(), &tracker.skipped()))
-        }
-    }
+    (result, tracker)
 }
 
 /// The old state has a value the new type does not read: importing would lose it.

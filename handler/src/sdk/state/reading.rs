@@ -33,6 +33,10 @@ pub(crate) struct Tracker {
     /// The format writes a `Vec<u8>` as one block of bytes (MessagePack; not JSON, where a
     /// string must not read as bytes).
     pub(crate) byte_blocks: bool,
+    /// Keeps the path and the structs being read, to say where a problem is. Without it, the
+    /// reading only notes that something failed or was skipped (no allocation per value): the
+    /// first, fast reading of a state that fits; one that does not is read again with it.
+    pub(crate) detailed: bool,
 }
 
 /// Where something happened.
@@ -92,6 +96,11 @@ impl Tracker {
     }
 
     fn note_ignored(&self) {
+        if !self.detailed {
+            let nowhere = Place { path: String::new(), in_struct: None };
+            self.ignored.borrow_mut().push(Skipped { place: nowhere, field: None });
+            return;
+        }
         let path = self.path.borrow();
         // A skipped field: the last step is a field of the struct read at that depth.
         let field = match path.last() {
@@ -114,11 +123,28 @@ impl Tracker {
     }
 
     fn push(&self, segment: Segment) {
-        self.path.borrow_mut().push(segment);
+        if self.detailed {
+            self.path.borrow_mut().push(segment);
+        }
     }
 
     fn pop(&self) {
-        self.path.borrow_mut().pop();
+        if self.detailed {
+            self.path.borrow_mut().pop();
+        }
+    }
+
+    fn enter_struct(&self, name: Cow<'static, str>) {
+        if self.detailed {
+            let depth = self.path.borrow().len();
+            self.structs.borrow_mut().push((name, depth));
+        }
+    }
+
+    fn leave_struct(&self) {
+        if self.detailed {
+            self.structs.borrow_mut().pop();
+        }
     }
 }
 
@@ -312,8 +338,7 @@ impl<'de, 't, D: Deserializer<'de>> Deserializer<'de> for Reader<'t, D> {
         visitor: V,
     ) -> Result<V::Value, D::Error> {
         let tracker = self.tracker;
-        let depth = tracker.path.borrow().len();
-        tracker.structs.borrow_mut().push((Cow::Borrowed(name), depth));
+        tracker.enter_struct(Cow::Borrowed(name));
         let result = noted(
             tracker,
             self.inner.deserialize_struct(
@@ -322,7 +347,7 @@ impl<'de, 't, D: Deserializer<'de>> Deserializer<'de> for Reader<'t, D> {
                 Wrap { inner: visitor, tracker, in_struct: true },
             ),
         );
-        tracker.structs.borrow_mut().pop();
+        tracker.leave_struct();
         result
     }
 
@@ -485,6 +510,9 @@ impl<'de, 't, A: de::MapAccess<'de>> de::MapAccess<'de> for MapReader<'t, A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
+        if !self.tracker.detailed {
+            return noted(self.tracker, self.inner.next_key_seed(seed));
+        }
         let mut captured = None;
         let result = self.inner.next_key_seed(CaptureKey { inner: seed, captured: &mut captured });
         self.key = captured;
@@ -492,8 +520,10 @@ impl<'de, 't, A: de::MapAccess<'de>> de::MapAccess<'de> for MapReader<'t, A> {
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        let key = self.key.take().unwrap_or(Key { text: "?".to_owned(), string: false });
-        self.tracker.push(key.segment(self.in_struct));
+        if self.tracker.detailed {
+            let key = self.key.take().unwrap_or(Key { text: "?".to_owned(), string: false });
+            self.tracker.push(key.segment(self.in_struct));
+        }
         let result = self.inner.next_value_seed(Seeded { inner: seed, tracker: self.tracker });
         let result = noted(self.tracker, result);
         self.tracker.pop();
@@ -518,8 +548,12 @@ impl<'de, 't, A: de::EnumAccess<'de>> de::EnumAccess<'de> for EnumReader<'t, A> 
         self,
         seed: V,
     ) -> Result<(V::Value, Self::Variant), A::Error> {
-        let mut captured = None;
         let tracker = self.tracker;
+        if !tracker.detailed {
+            let (value, variant) = noted(tracker, self.inner.variant_seed(seed))?;
+            return Ok((value, VariantReader { inner: variant, tracker, name: String::new() }));
+        }
+        let mut captured = None;
         let (value, variant) = noted(
             tracker,
             self.inner.variant_seed(CaptureKey { inner: seed, captured: &mut captured }),
@@ -576,14 +610,13 @@ impl<'de, 't, A: de::VariantAccess<'de>> de::VariantAccess<'de> for VariantReade
     ) -> Result<V::Value, A::Error> {
         let tracker = self.tracker;
         tracker.push(Segment::Variant(self.name.clone()));
-        let depth = tracker.path.borrow().len();
         // A struct variant reads like a struct named after its variant.
-        tracker.structs.borrow_mut().push((Cow::Owned(self.name), depth));
+        tracker.enter_struct(Cow::Owned(self.name));
         let result = noted(
             tracker,
             self.inner.struct_variant(fields, Wrap { inner: visitor, tracker, in_struct: true }),
         );
-        tracker.structs.borrow_mut().pop();
+        tracker.leave_struct();
         tracker.pop();
         result
     }
