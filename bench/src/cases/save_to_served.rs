@@ -322,12 +322,34 @@ pub(crate) async fn run(
             met: Some(user_default >= 3.0),
         });
         if let Some(times) = daemon_times.get(&app.name) {
+            let build = median(&times.build_ms).unwrap_or(f64::NAN);
             section.notes.push(format!(
                 "{}: on the reload path the daemon reported a median build of {} ms and a median swap of {} ms.",
                 app.name,
-                milliseconds(median(&times.build_ms).unwrap_or(f64::NAN)),
+                milliseconds(build),
                 milliseconds(median(&times.swap_ms).unwrap_or(f64::NAN)),
             ));
+            let served = median(&totals(SavePath::HotswapReload)).unwrap_or(f64::NAN);
+            let floor_median = median(&floor).unwrap_or(f64::NAN);
+            if overhead_ratio > 0.6 && build.is_finite() && served.is_finite() {
+                let rest = served - build;
+                section.notes.push(format!(
+                    "{}: what limits it: of the {} ms from `reload` to the new code served, {} ms ({:.0} %) is the build, which on the fast path                      is rustc compiling the app's own crate alone (no cargo, the dependencies linked once); the rest, {} ms, is the swap and the                      client's next poll. 0.6× the floor ({} ms) would need that rustc to take at most {} ms; 3× sooner than the axum                      binary's restart, at most {} ms.",
+                    app.name,
+                    milliseconds(served),
+                    milliseconds(build),
+                    100.0 * build / served,
+                    milliseconds(rest),
+                    milliseconds(floor_median),
+                    milliseconds(0.6 * floor_median - rest),
+                    milliseconds(
+                        median(&totals(SavePath::UserStyleRestart(BuildProfile::CargoDefault)))
+                            .unwrap_or(f64::NAN)
+                            / 3.0
+                            - rest
+                    ),
+                ));
+            }
         }
         section.notes.push(artifact_sizes(context, app));
     }
