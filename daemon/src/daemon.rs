@@ -154,7 +154,10 @@ struct Waiter {
 pub fn spawn(parts: DaemonParts, initial_build: bool) -> (DaemonHandle, JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(256);
     let handle = DaemonHandle { sender: sender.clone() };
-    let direct = DirectRustc::new(parts.build.direct_rustc);
+    let direct = DirectRustc::new(
+        parts.build.direct_rustc,
+        Some(crate::builder::direct::kept_record_path(&parts.build)),
+    );
     let shared = SharedDeps::new(parts.build.shared_deps && parts.build.direct_rustc);
     let mut daemon = Daemon {
         direct,
@@ -341,10 +344,12 @@ impl Daemon {
                 if let Some((invocation, true)) = output.learned.handler_recorded_by_cargo() {
                     self.build_shared_deps(invocation);
                 }
-                let direct_succeeded = output.built_with == BuiltWith::Rustc
-                    && matches!(output.result, BuildResult::Succeeded { .. });
+                let succeeded = matches!(output.result, BuildResult::Succeeded { .. });
                 self.direct.learn(std::mem::take(&mut output.learned));
-                if direct_succeeded {
+                // After a good build: a library to check again, or one to build for a command
+                // line that holds without a compile of the handler (a `hotswap serve` whose
+                // first cargo build found it up to date starts with the last daemon's record).
+                if succeeded {
                     self.check_shared_deps_again();
                 }
                 if let Some(packages) = packages {

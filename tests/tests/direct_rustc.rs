@@ -397,6 +397,50 @@ async fn a_file_a_direct_build_includes_is_no_longer_an_asset() {
     assert_eq!(session.body("/").await, "from the file v2\n");
 }
 
+impl Session {
+    /// Stops this daemon (`hotswap stop`), runs `meanwhile`, and serves the app with a new one.
+    async fn restart_daemon(&mut self, meanwhile: impl FnOnce(&Session)) {
+        let stopped = self.app.hotswap(&["stop"]);
+        assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+        self.daemon.wait_for_exit(Duration::from_secs(30));
+        meanwhile(self);
+        self.daemon = self.app.serve().await;
+        self.daemon.wait_for_generation(1).await;
+        self.events = self.daemon.subscriber().await;
+    }
+}
+
+/// A `hotswap serve` whose first cargo build finds the handler up to date starts with the rustc
+/// the last daemon recorded: its first save is a direct build. Not when something cargo decides
+/// with changed while no daemon ran: that save goes through cargo, which records it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_daemon_starts_with_the_rustc_the_last_one_recorded() {
+    let mut session = Session::start("kept-record").await;
+    session.restart_daemon(|_| {}).await;
+    let status = session.app.hotswap(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("by cargo"), "the second daemon's first build: {status}");
+    session.set_greeting("\"served by the second daemon\\n\".to_owned()");
+    session.save_and_swap(&["src/lib.rs"], BuiltWith::Rustc).await;
+    assert_eq!(session.body("/").await, "served by the second daemon\n");
+
+    // The next start-up build compiles the handler (cargo did not see that direct build) and
+    // records it. Then cargo's configuration changes while no daemon runs, in a way that does
+    // not change the build (cargo finds the handler up to date): the record may not hold.
+    session.restart_daemon(|_| {}).await;
+    session
+        .restart_daemon(|session| session.write(".cargo/config.toml", "[term]\nquiet = false\n"))
+        .await;
+    session.set_greeting("\"after the configuration changed\\n\".to_owned()");
+    session.save_and_swap(&["src/lib.rs"], BuiltWith::Cargo).await;
+    let log = session.daemon.log();
+    assert!(log.contains("what cargo reads changed since it last did"), "{log}");
+    assert_eq!(session.body("/").await, "after the configuration changed\n");
+    session.set_greeting("\"and fast again\\n\".to_owned()");
+    session.save_and_swap(&["src/lib.rs"], BuiltWith::Rustc).await;
+    assert_eq!(session.body("/").await, "and fast again\n");
+}
+
 /// Waits until the daemon's log says its shared dependency library is ready.
 async fn wait_for_shared_library(daemon: &Daemon) {
     let deadline = std::time::Instant::now() + Duration::from_secs(900);

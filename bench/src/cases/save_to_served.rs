@@ -334,7 +334,10 @@ pub(crate) async fn run(
             if overhead_ratio > 0.6 && build.is_finite() && served.is_finite() {
                 let rest = served - build;
                 section.notes.push(format!(
-                    "{}: what limits it: of the {} ms from `reload` to the new code served, {} ms ({:.0} %) is the build, which on the fast path                      is rustc compiling the app's own crate alone (no cargo, the dependencies linked once); the rest, {} ms, is the swap and the                      client's next poll. 0.6× the floor ({} ms) would need that rustc to take at most {} ms; 3× sooner than the axum                      binary's restart, at most {} ms.",
+                    "{}: what limits it: of the {} ms from `reload` to the new code served, {} ms ({:.0} %) is the build, which on the fast path \
+                     is rustc compiling the app's own crate alone (no cargo, the dependencies linked once); the rest, {} ms, is the swap and the \
+                     client's next poll. 0.6× the floor ({} ms) would need that rustc to take at most {} ms; 3× sooner than the axum \
+                     binary's restart, at most {} ms.",
                     app.name,
                     milliseconds(served),
                     milliseconds(build),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// A file as the file system sees it; any write, rename or `touch` changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FileIdentity {
     inode: u64,
     size: u64,
@@ -45,7 +45,7 @@ impl FileIdentity {
 
 /// The identities of a set of files (`None`: the file did not exist, which counts too: a
 /// configuration file that appears changes the build).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct InputSnapshot {
     files: Vec<(PathBuf, Option<FileIdentity>)>,
 }

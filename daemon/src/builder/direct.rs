@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hotswap_protocol::events::{BuildReason, BuiltWith, Diagnostic, Severity};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 
@@ -52,10 +52,12 @@ pub(crate) struct DirectRustc {
     captured: Result<Arc<Captured>, String>,
     /// The sources the library on disk was built from.
     sources: Option<Arc<SourceContents>>,
+    /// Where the recorded command line is kept for the next daemon (see [`kept_record_path`]).
+    kept_at: Option<PathBuf>,
 }
 
 /// A rustc command line cargo used for the handler, with what it holds for.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Captured {
     invocation: Invocation,
     /// Every file cargo decided with, but the handler's own sources.
@@ -461,9 +463,54 @@ fn capture(
     Ok(Captured { invocation, inputs, outputs, artifact, dep_info, lock_file, description })
 }
 
+/// The recorded command line as a daemon leaves it for the next one.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptRecord {
+    /// The hotswap that wrote it (another may record differently: its record is not used).
+    hotswap: String,
+    captured: Captured,
+}
+
+/// Where the handler's recorded rustc is kept between daemons: one file per cargo command (the
+/// package, profile, features, and the environment variables cargo and rustc read), so that a
+/// record is only ever used for the command that recorded it. A `hotswap serve` whose first cargo
+/// build finds the handler up to date starts with it: its first save is a direct build too,
+/// once cargo has confirmed that nothing it decides with changed since.
+pub(crate) fn kept_record_path(spec: &BuildSpec) -> PathBuf {
+    let mut environment: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("CARGO") || name.starts_with("RUST"))
+        .collect();
+    environment.sort();
+    let key = format!(
+        "{}|{}|{:?}|{}|{:?}",
+        spec.package, spec.profile, spec.features, spec.no_default_features, environment
+    );
+    spec.target_dir.join("hotswap-rustc").join(format!(
+        "{}-{:016x}.json",
+        spec.library_name,
+        super::shared_deps::stable_hash(&key)
+    ))
+}
+
 impl DirectRustc {
-    /// `enabled`: `direct_rustc` in hotswap.toml.
-    pub(crate) fn new(enabled: bool) -> Self {
+    /// `enabled`: `direct_rustc` in hotswap.toml. `kept_at`: where the recorded command line
+    /// is kept between daemons ([`kept_record_path`]); the one found there is the candidate
+    /// until the first cargo build says whether it still holds.
+    pub(crate) fn new(enabled: bool, kept_at: Option<PathBuf>) -> Self {
+        let mut direct = Self::without_record(enabled);
+        direct.kept_at = kept_at;
+        if direct.disabled.is_none()
+            && let Some(path) = &direct.kept_at
+            && let Ok(bytes) = std::fs::read(path)
+            && let Ok(kept) = serde_json::from_slice::<KeptRecord>(&bytes)
+            && kept.hotswap == env!("CARGO_PKG_VERSION")
+        {
+            direct.captured = Ok(Arc::new(kept.captured));
+        }
+        direct
+    }
+
+    fn without_record(enabled: bool) -> Self {
         let disabled = if !enabled {
             Some("`direct_rustc = false` in hotswap.toml".to_owned())
         } else if wrapper_program().is_none() {
@@ -475,7 +522,26 @@ impl DirectRustc {
             disabled,
             captured: Err("no cargo build has compiled the handler yet".to_owned()),
             sources: None,
+            kept_at: None,
         }
+    }
+
+    /// Keeps `captured` for the next daemon, in the background.
+    fn keep(&self, captured: &Captured) {
+        let Some(path) = self.kept_at.clone() else { return };
+        let kept = KeptRecord {
+            hotswap: env!("CARGO_PKG_VERSION").to_owned(),
+            captured: captured.clone(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&kept) else { return };
+        tokio::task::spawn_blocking(move || {
+            if let Some(directory) = path.parent() {
+                let _ = std::fs::create_dir_all(directory);
+            }
+            if let Err(error) = rustc_wrapper::write_private(&path, &bytes) {
+                tracing::debug!("cannot keep the handler's rustc in {}: {error}", path.display());
+            }
+        });
     }
 
     /// How to build for these saves.
@@ -543,7 +609,10 @@ impl DirectRustc {
             Learned::Cargo(cargo) => {
                 self.sources = cargo.sources.clone();
                 match &cargo.captured {
-                    Some(Ok(captured)) => self.captured = Ok(captured.clone()),
+                    Some(Ok(captured)) => {
+                        self.keep(captured);
+                        self.captured = Ok(captured.clone());
+                    }
                     Some(Err(why)) => {
                         self.captured =
                             Err(format!("the last cargo build cannot be repeated: {why}"))
@@ -1146,13 +1215,80 @@ mod tests {
         Learned::Cargo(Arc::new(CargoLearned { succeeded, captured, inputs, sources: None }))
     }
 
+    #[tokio::test]
+    async fn a_record_is_kept_for_the_next_daemon_which_uses_only_a_readable_one_of_its_version() {
+        let directory = tempfile::tempdir().unwrap();
+        let kept = directory.path().join("hotswap-rustc/app-0123.json");
+        let manifest = directory.path().join("Cargo.toml");
+        std::fs::write(&manifest, "[package]\n").unwrap();
+        let inputs = InputSnapshot::of([manifest.clone()]);
+        let mut first = DirectRustc::new(true, Some(kept.clone()));
+        assert!(first.captured.is_err(), "nothing kept yet");
+        first.learn(cargo_build(true, Some(Ok(captured(inputs.clone()))), Ok(inputs.clone())));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !kept.is_file() {
+            assert!(std::time::Instant::now() < deadline, "the record was not kept");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "it holds the environment: private");
+        }
+
+        // The next daemon starts with it; its first cargo build found the handler up to date
+        // and nothing changed: it holds.
+        let mut next = DirectRustc::new(true, Some(kept.clone()));
+        assert_eq!(next.invocation(), first.invocation());
+        next.learn(cargo_build(true, None, Ok(inputs.clone())));
+        assert!(next.captured.is_ok());
+        // The manifest changed while no daemon ran: it does not.
+        let mut after_change = DirectRustc::new(true, Some(kept.clone()));
+        std::fs::write(&manifest, "[package]\nname = \"app\"\n").unwrap();
+        after_change.learn(cargo_build(true, None, Ok(InputSnapshot::of([manifest.clone()]))));
+        assert!(after_change.captured.is_err());
+
+        // Not used: with the fast path off, one written by another hotswap, an unreadable one.
+        assert!(DirectRustc::new(false, Some(kept.clone())).captured.is_err());
+        let text = std::fs::read_to_string(&kept).unwrap();
+        let other = text.replace(env!("CARGO_PKG_VERSION"), "0.0.0-another");
+        assert_ne!(other, text);
+        std::fs::write(&kept, other).unwrap();
+        assert!(DirectRustc::new(true, Some(kept.clone())).captured.is_err());
+        std::fs::write(&kept, "{ not a record").unwrap();
+        assert!(DirectRustc::new(true, Some(kept.clone())).captured.is_err());
+    }
+
+    #[test]
+    fn each_cargo_command_keeps_its_own_record() {
+        let spec = |features: &[&str], profile: &str| BuildSpec {
+            cargo: "cargo".into(),
+            manifest: "/w/Cargo.toml".into(),
+            package: "path+file:///w#app@0.1.0".to_owned(),
+            library_name: "app".to_owned(),
+            profile: profile.to_owned(),
+            features: features.iter().map(|feature| (*feature).to_owned()).collect(),
+            no_default_features: false,
+            target_dir: "/w/target".into(),
+            cargo_workspace_root: "/w".into(),
+            direct_rustc: true,
+            shared_deps: true,
+        };
+        let plain = kept_record_path(&spec(&[], "dev"));
+        assert!(plain.starts_with("/w/target/hotswap-rustc"), "{}", plain.display());
+        assert!(plain.file_name().unwrap().to_str().unwrap().starts_with("app-"));
+        assert_eq!(plain, kept_record_path(&spec(&[], "dev")), "stable");
+        assert_ne!(plain, kept_record_path(&spec(&["loud"], "dev")));
+        assert_ne!(plain, kept_record_path(&spec(&[], "release")));
+    }
+
     #[test]
     fn a_record_holds_while_cargo_finds_the_handler_up_to_date_and_nothing_it_reads_changed() {
         let directory = tempfile::tempdir().unwrap();
         let manifest = directory.path().join("Cargo.toml");
         std::fs::write(&manifest, "[package]\n").unwrap();
         let inputs = InputSnapshot::of([manifest.clone()]);
-        let mut direct = DirectRustc::new(true);
+        let mut direct = DirectRustc::new(true, None);
         assert!(direct.captured.is_err());
         direct.learn(cargo_build(true, Some(Ok(captured(inputs.clone()))), Ok(inputs.clone())));
         assert!(direct.captured.is_ok());

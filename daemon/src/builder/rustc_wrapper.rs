@@ -146,9 +146,14 @@ fn invocation(rustc: &OsString, arguments: &[OsString]) -> Option<Invocation> {
     })
 }
 
-/// Writes the record where the daemon reads it (a new file renamed into place, private to the
-/// user: it holds the environment).
+/// Writes the record where the daemon reads it.
 fn write(path: &Path, invocation: &Invocation) -> std::io::Result<()> {
+    write_private(path, &serde_json::to_vec(invocation).map_err(std::io::Error::other)?)
+}
+
+/// Writes `bytes` to `path` as a new file renamed into place, private to the user (a record
+/// holds the environment).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let partial = path.with_extension(format!("partial-{}", std::process::id()));
@@ -158,7 +163,7 @@ fn write(path: &Path, invocation: &Invocation) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&partial)?;
-    file.write_all(&serde_json::to_vec(invocation).map_err(std::io::Error::other)?)?;
+    file.write_all(bytes)?;
     drop(file);
     std::fs::rename(&partial, path)
 }

@@ -415,7 +415,7 @@ fn generate_package(
 }
 
 /// FNV-1a: a name derived from the manifest that stays the same across runs and versions.
-fn stable_hash(text: &str) -> u64 {
+pub(crate) fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
