@@ -312,13 +312,14 @@ async fn run_cargo_once(
         (Some(capture), Some(before)) => {
             let capture = capture.clone();
             let library = artifact.as_ref().map(|(library, _)| library.clone());
+            let handler_fresh = artifact.as_ref().is_some_and(|(_, fresh)| *fresh);
             tokio::task::spawn_blocking(move || {
                 direct::after_cargo(
                     &capture,
                     &facts,
                     before,
                     cargo_started,
-                    succeeded,
+                    (succeeded, handler_fresh),
                     library.as_deref(),
                 )
             })

@@ -524,9 +524,16 @@ impl Exporter {
         let unfinished = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = unfinished.clone();
         std::thread::Builder::new().name("hotswap-host-export".into()).spawn(move || {
+            /// Counts the job done however it ends (a panic ends the thread too).
+            struct Done<'c>(&'c std::sync::atomic::AtomicU64);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
             while let Ok(job) = received.recv() {
+                let _done = Done(&counted);
                 job();
-                counted.fetch_sub(1, Ordering::SeqCst);
             }
         })?;
         Ok(Self { jobs, unfinished })

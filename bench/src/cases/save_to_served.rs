@@ -333,23 +333,31 @@ pub(crate) async fn run(
             let floor_median = median(&floor).unwrap_or(f64::NAN);
             if overhead_ratio > 0.6 && build.is_finite() && served.is_finite() {
                 let rest = served - build;
+                // What rustc may take for a target; out of reach when the rest alone exceeds it.
+                let budget = |target: f64| {
+                    let left = target - rest;
+                    if left > 0.0 {
+                        format!("at most {} ms", milliseconds(left))
+                    } else {
+                        "less than nothing (the swap alone takes longer)".to_owned()
+                    }
+                };
                 section.notes.push(format!(
                     "{}: what limits it: of the {} ms from `reload` to the new code served, {} ms ({:.0} %) is the build, which on the fast path \
                      is rustc compiling the app's own crate alone (no cargo, the dependencies linked once); the rest, {} ms, is the swap and the \
-                     client's next poll. 0.6× the floor ({} ms) would need that rustc to take at most {} ms; 3× sooner than the axum \
-                     binary's restart, at most {} ms.",
+                     client's next poll. 0.6× the floor ({} ms) would need that rustc to take {}; 3× sooner than the axum \
+                     binary's restart, {}.",
                     app.name,
                     milliseconds(served),
                     milliseconds(build),
                     100.0 * build / served,
                     milliseconds(rest),
                     milliseconds(floor_median),
-                    milliseconds(0.6 * floor_median - rest),
-                    milliseconds(
+                    budget(0.6 * floor_median),
+                    budget(
                         median(&totals(SavePath::UserStyleRestart(BuildProfile::CargoDefault)))
                             .unwrap_or(f64::NAN)
                             / 3.0
-                            - rest
                     ),
                 ));
             }

@@ -54,6 +54,9 @@ pub(crate) struct DirectRustc {
     sources: Option<Arc<SourceContents>>,
     /// Where the recorded command line is kept for the next daemon (see [`kept_record_path`]).
     kept_at: Option<PathBuf>,
+    /// `captured` came from the last daemon and no cargo build of this one has said yet that it
+    /// holds: until one has, builds go through cargo.
+    unconfirmed: bool,
 }
 
 /// A rustc command line cargo used for the handler, with what it holds for.
@@ -278,6 +281,8 @@ impl Learned {
 #[derive(Debug)]
 pub(crate) struct CargoLearned {
     succeeded: bool,
+    /// Cargo found the handler's library up to date (it compiled nothing of it).
+    handler_fresh: bool,
     /// The handler's rustc, when this build ran it.
     captured: Option<Result<Arc<Captured>, String>>,
     /// The files cargo decided with (when the handler was not compiled, to tell whether the
@@ -292,7 +297,7 @@ pub(crate) fn after_cargo(
     facts: &CargoFacts,
     before: InputSnapshot,
     started: SystemTime,
-    succeeded: bool,
+    (succeeded, handler_fresh): (bool, bool),
     artifact: Option<&Path>,
 ) -> CargoLearned {
     let invocation = rustc_wrapper::read(&setup.capture_file);
@@ -313,7 +318,7 @@ pub(crate) fn after_cargo(
         .map(Arc::new),
         _ => None,
     };
-    CargoLearned { succeeded, captured, inputs, sources }
+    CargoLearned { succeeded, handler_fresh, captured, inputs, sources }
 }
 
 fn inputs_after_cargo(
@@ -468,7 +473,37 @@ fn capture(
 struct KeptRecord {
     /// The hotswap that wrote it (another may record differently: its record is not used).
     hotswap: String,
+    /// The environment of the daemon that recorded it: what rustc got beyond it is what cargo
+    /// (and build scripts) added, which the next daemon adds to its own environment.
+    daemon_environment: Vec<(String, String)>,
     captured: Captured,
+}
+
+/// This process's environment, sorted, or `None` when a variable is not UTF-8 (the wrapper
+/// records nothing then either).
+fn daemon_environment() -> Option<Vec<(String, String)>> {
+    let mut environment = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        environment.push((name.into_string().ok()?, value.into_string().ok()?));
+    }
+    environment.sort();
+    Some(environment)
+}
+
+/// The environment rustc gets from cargo for `recorded`, run by a daemon whose environment is
+/// `now` where the recording one's was `then`: `now`, with what cargo added to `then` on top.
+fn environment_for(
+    recorded: &[(String, String)],
+    then: &[(String, String)],
+    now: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut environment: std::collections::BTreeMap<String, String> = now.iter().cloned().collect();
+    for (name, value) in recorded {
+        if !then.iter().any(|(known, known_value)| known == name && known_value == value) {
+            environment.insert(name.clone(), value.clone());
+        }
+    }
+    environment.into_iter().collect()
 }
 
 /// Where the handler's recorded rustc is kept between daemons: one file per cargo command (the
@@ -477,7 +512,10 @@ struct KeptRecord {
 /// build finds the handler up to date starts with it: its first save is a direct build too,
 /// once cargo has confirmed that nothing it decides with changed since.
 pub(crate) fn kept_record_path(spec: &BuildSpec) -> PathBuf {
-    let mut environment: Vec<(String, String)> = std::env::vars()
+    let mut environment: Vec<(String, String)> = std::env::vars_os()
+        .map(|(name, value)| {
+            (name.to_string_lossy().into_owned(), value.to_string_lossy().into_owned())
+        })
         .filter(|(name, _)| name.starts_with("CARGO") || name.starts_with("RUST"))
         .collect();
     environment.sort();
@@ -504,8 +542,13 @@ impl DirectRustc {
             && let Ok(bytes) = std::fs::read(path)
             && let Ok(kept) = serde_json::from_slice::<KeptRecord>(&bytes)
             && kept.hotswap == env!("CARGO_PKG_VERSION")
+            && let Some(now) = daemon_environment()
         {
-            direct.captured = Ok(Arc::new(kept.captured));
+            let mut captured = kept.captured;
+            captured.invocation.environment =
+                environment_for(&captured.invocation.environment, &kept.daemon_environment, &now);
+            direct.captured = Ok(Arc::new(captured));
+            direct.unconfirmed = true;
         }
         direct
     }
@@ -523,14 +566,17 @@ impl DirectRustc {
             captured: Err("no cargo build has compiled the handler yet".to_owned()),
             sources: None,
             kept_at: None,
+            unconfirmed: false,
         }
     }
 
     /// Keeps `captured` for the next daemon, in the background.
     fn keep(&self, captured: &Captured) {
         let Some(path) = self.kept_at.clone() else { return };
+        let Some(daemon_environment) = daemon_environment() else { return };
         let kept = KeptRecord {
             hotswap: env!("CARGO_PKG_VERSION").to_owned(),
+            daemon_environment,
             captured: captured.clone(),
         };
         let Ok(bytes) = serde_json::to_vec(&kept) else { return };
@@ -571,6 +617,12 @@ impl DirectRustc {
             return cargo("the first build".to_owned());
         }
         let captured = match &self.captured {
+            Ok(_) if self.unconfirmed => {
+                return cargo(
+                    "no cargo build of this daemon has confirmed the last daemon's record yet"
+                        .to_owned(),
+                );
+            }
             Ok(captured) => captured,
             Err(why) => return cargo(why.clone()),
         };
@@ -598,6 +650,9 @@ impl DirectRustc {
 
     /// The handler's rustc as cargo last ran it, when the fast path can run it.
     pub(crate) fn invocation(&self) -> Option<Invocation> {
+        if self.unconfirmed {
+            return None;
+        }
         self.captured.as_ref().ok().map(|captured| captured.invocation.clone())
     }
 
@@ -608,6 +663,7 @@ impl DirectRustc {
             Learned::Direct(sources) => self.sources = sources,
             Learned::Cargo(cargo) => {
                 self.sources = cargo.sources.clone();
+                self.unconfirmed = false;
                 match &cargo.captured {
                     Some(Ok(captured)) => {
                         self.keep(captured);
@@ -616,6 +672,13 @@ impl DirectRustc {
                     Some(Err(why)) => {
                         self.captured =
                             Err(format!("the last cargo build cannot be repeated: {why}"))
+                    }
+                    // Cargo compiled the handler, but its rustc was not recorded.
+                    None if cargo.succeeded && !cargo.handler_fresh => {
+                        self.captured = Err(
+                            "the last cargo build compiled the handler without recording its rustc"
+                                .to_owned(),
+                        );
                     }
                     // Cargo found the handler up to date: the command line recorded earlier is
                     // still what cargo would run, if nothing cargo reads changed since.
@@ -1212,7 +1275,13 @@ mod tests {
         captured: Option<Result<Arc<Captured>, String>>,
         inputs: Result<InputSnapshot, String>,
     ) -> Learned {
-        Learned::Cargo(Arc::new(CargoLearned { succeeded, captured, inputs, sources: None }))
+        Learned::Cargo(Arc::new(CargoLearned {
+            succeeded,
+            handler_fresh: captured.is_none(),
+            captured,
+            inputs,
+            sources: None,
+        }))
     }
 
     #[tokio::test]
@@ -1236,12 +1305,18 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "it holds the environment: private");
         }
 
-        // The next daemon starts with it; its first cargo build found the handler up to date
-        // and nothing changed: it holds.
+        // The next daemon starts with it, unconfirmed: builds go through cargo until a cargo
+        // build says it holds (a cancelled one says nothing). Its first cargo build found the
+        // handler up to date and nothing changed: it holds.
         let mut next = DirectRustc::new(true, Some(kept.clone()));
-        assert_eq!(next.invocation(), first.invocation());
+        let restored = next.captured.as_ref().unwrap().invocation.clone();
+        assert_eq!(restored.program, first.invocation().unwrap().program);
+        assert_eq!(restored.environment, daemon_environment().unwrap(), "this daemon's own");
+        assert_eq!(next.invocation(), None);
+        next.learn(Learned::Nothing);
+        assert_eq!(next.invocation(), None);
         next.learn(cargo_build(true, None, Ok(inputs.clone())));
-        assert!(next.captured.is_ok());
+        assert_eq!(next.invocation(), Some(restored));
         // The manifest changed while no daemon ran: it does not.
         let mut after_change = DirectRustc::new(true, Some(kept.clone()));
         std::fs::write(&manifest, "[package]\nname = \"app\"\n").unwrap();
@@ -1257,6 +1332,33 @@ mod tests {
         assert!(DirectRustc::new(true, Some(kept.clone())).captured.is_err());
         std::fs::write(&kept, "{ not a record").unwrap();
         assert!(DirectRustc::new(true, Some(kept.clone())).captured.is_err());
+    }
+
+    #[test]
+    fn a_kept_record_runs_with_this_daemon_s_environment_and_what_cargo_added() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+        };
+        let then = pairs(&[("A", "1"), ("B", "2"), ("PATH", "/old")]);
+        let recorded = pairs(&[
+            ("A", "1"),
+            ("B", "9"),
+            ("CARGO_PKG_NAME", "app"),
+            ("OUT_DIR", "/t/out"),
+            ("PATH", "/old"),
+        ]);
+        let now = pairs(&[("A", "1"), ("C", "3"), ("PATH", "/new")]);
+        assert_eq!(
+            environment_for(&recorded, &then, &now),
+            pairs(&[
+                ("A", "1"),
+                ("B", "9"),
+                ("C", "3"),
+                ("CARGO_PKG_NAME", "app"),
+                ("OUT_DIR", "/t/out"),
+                ("PATH", "/new"),
+            ])
+        );
     }
 
     #[test]
