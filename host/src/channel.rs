@@ -83,7 +83,7 @@ struct Outgoing {
 pub(crate) struct ReportSender {
     queue: SyncSender<Outgoing>,
     dropped: Arc<AtomicU64>,
-    socket: Arc<Writer>,
+    writer: Arc<Writer>,
 }
 
 /// The socket, written by one thread at a time, and how many reports are queued for the writer
@@ -110,12 +110,12 @@ impl ReportSender {
     /// the daemon stops reading (then the host has no one to serve and exits).
     pub(crate) fn start(socket: UnixStream) -> io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (queue, outgoing) = std::sync::mpsc::sync_channel(QUEUE);
-        let socket = Arc::new(Writer { socket: Mutex::new(socket), queued: AtomicU64::new(0) });
+        let writer = Arc::new(Writer { socket: Mutex::new(socket), queued: AtomicU64::new(0) });
         let thread = std::thread::Builder::new().name("hotswap-host-writer".to_owned()).spawn({
-            let socket = socket.clone();
-            move || write_reports(&socket, outgoing)
+            let writer = writer.clone();
+            move || write_reports(&writer, outgoing)
         })?;
-        Ok((Self { queue, dropped: Default::default(), socket }, thread))
+        Ok((Self { queue, dropped: Default::default(), writer }, thread))
     }
 
     /// Sends a report: at once when nothing is queued and no other thread is writing, else
@@ -125,11 +125,11 @@ impl ReportSender {
         let mut frame = Vec::new();
         control::encode_frame(report, payload, &mut frame);
         let message = Outgoing { frame, descriptors };
-        if self.socket.queued.load(Ordering::SeqCst) == 0
-            && let Ok(socket) = self.socket.socket.try_lock()
+        if self.writer.queued.load(Ordering::SeqCst) == 0
+            && let Ok(socket) = self.writer.socket.try_lock()
             // Checked again with the socket held: the writer thread counts a report down only
             // once it is sent, so a report queued before this one is never overtaken.
-            && self.socket.queued.load(Ordering::SeqCst) == 0
+            && self.writer.queued.load(Ordering::SeqCst) == 0
         {
             // A failed write means the daemon is gone; the writer thread ends the same way.
             let _ = write_one(&socket, &message);
@@ -139,9 +139,9 @@ impl ReportSender {
     }
 
     fn enqueue(&self, message: Outgoing) {
-        self.socket.queued.fetch_add(1, Ordering::SeqCst);
+        self.writer.queued.fetch_add(1, Ordering::SeqCst);
         if self.queue.send(message).is_err() {
-            self.socket.queued.fetch_sub(1, Ordering::SeqCst);
+            self.writer.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -150,10 +150,10 @@ impl ReportSender {
     pub(crate) fn offer(&self, report: &HostReport) {
         let mut frame = Vec::new();
         control::encode_frame(report, b"", &mut frame);
-        self.socket.queued.fetch_add(1, Ordering::SeqCst);
+        self.writer.queued.fetch_add(1, Ordering::SeqCst);
         let offered = self.queue.try_send(Outgoing { frame, descriptors: Vec::new() });
         if offered.is_err() {
-            self.socket.queued.fetch_sub(1, Ordering::SeqCst);
+            self.writer.queued.fetch_sub(1, Ordering::SeqCst);
         }
         match offered {
             Ok(()) => {
